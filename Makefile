@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# dm-log-userspace: the out-of-tree Rust module, its userspace tools, and
+# their tests. `make help` lists the targets.
+
+# The kernel to build against: the running one if it has Rust, else the
+# cached test kernel (built on first use).
+KDIR ?= $(shell scripts/default-kdir.sh)
+# The module must be built with the compiler of its kernel: clang (LLVM=1,
+# or a version suffix such as -19) for Rust kernels with KASAN.
+LLVM ?= -19
+
+.PHONY: all module clippy tools check demo clean help
+
+all: module
+
+module:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) modules
+
+clippy:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
+
+tools:
+	cd tools && cargo build --release --locked
+
+# Everything: prerequisites, debug kernel, lint gates, host unit tests and
+# the kselftests in QEMU. DMLU_TESTS=a.sh,b.sh runs only those kselftests.
+check:
+	scripts/check.sh
+
+# The product end to end in QEMU on the perf kernel: a mirror with a
+# userspace log served by dm-ulogd, written, resynced, shown, removed.
+demo:
+	scripts/deps.sh
+	scripts/guest.sh --flavour perf --run /usr/libexec/dmlu/demo.sh --out out/demo
+
+clean:
+	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean
+	rm -rf src/bindings_generated.rs out
+	cd tools && cargo clean
+
+help:
+	@echo 'make             build dm-log-userspace.ko against KDIR'
+	@echo '                 (default: the running kernel if Rust-enabled, else the test kernel)'
+	@echo 'make clippy      the same, linted by clippy'
+	@echo 'make tools       build the userspace programs in tools/'
+	@echo 'make check       install prerequisites, lint, unit tests, kselftests in QEMU'
+	@echo 'make demo        a userspace-log mirror end to end in QEMU'
+	@echo 'make clean       remove build products (the cached kernels stay in ~/.cache)'

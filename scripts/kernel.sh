@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build (or reuse) a Rust-enabled test kernel from Debian's linux-source and
+# print its build directory. The build lives under ~/.cache, keyed by kernel
+# version, flavour and the contents of the config fragments, so a second run
+# with the same inputs costs nothing.
+#
+# Usage: scripts/kernel.sh <debug|perf> [series]     (series: 6.12 by default)
+. "$(dirname "$0")/lib.sh"
+
+flavour=${1:?usage: kernel.sh <debug|perf> [series]}
+series=${2:-$KERNEL_SERIES}
+frags=("$TOP/scripts/kconfig/base.config" "$TOP/scripts/kconfig/$flavour.config")
+[ -f "${frags[1]}" ] || die "unknown flavour '$flavour' (have: debug, perf)"
+
+# Bump when the recipe below changes in a way the fragments do not show.
+RECIPE=1
+
+tarball=$("$TOP/scripts/kernel-source.sh" "$series")
+src_key=$(stat -c '%s-%Y' "$tarball")
+src="$CACHE/src/linux-source-$series-$src_key"
+if [ ! -f "$src/.extracted" ]; then
+	log "extracting $tarball"
+	rm -rf "$src" && mkdir -p "$src"
+	tar -xf "$tarball" -C "$src" --strip-components=1
+	touch "$src/.extracted"
+fi
+version=$(make -s -C "$src" kernelversion 2>/dev/null)
+
+key=$(content_hash "${frags[@]}" "llvm=$LLVM_SUFFIX" "recipe=$RECIPE")
+build="$CACHE/build/$version-$flavour-$key"
+mkdir -p "$build"
+exec 9>"$build/.lock"
+flock 9
+
+if [ -f "$build/.done" ]; then
+	printf '%s\n' "$build"
+	exit 0
+fi
+
+kmake() { make -C "$src" O="$build" LLVM="$LLVM_SUFFIX" "$@"; }
+
+log "configuring $version ($flavour) in $build"
+quiet "$build/config.log" kmake tinyconfig
+quiet "$build/merge.log" "$src/scripts/kconfig/merge_config.sh" -m -O "$build" \
+	"$build/.config" "${frags[@]}"
+quiet "$build/olddefconfig.log" kmake olddefconfig
+
+# Every option asked for must have survived olddefconfig (RUST silently goes
+# away when a dependency is missing, for instance).
+bad=()
+while IFS= read -r line; do
+	case "$line" in
+	CONFIG_*=*)
+		grep -qxF "$line" "$build/.config" || bad+=("$line") ;;
+	"# CONFIG_"*" is not set")
+		opt=${line#\# }; opt=${opt%% *}
+		grep -qE "^$opt=(y|m)$" "$build/.config" && bad+=("$line") ;;
+	esac
+done < <(cat "${frags[@]}")
+[ ${#bad[@]} -eq 0 ] || die "config options lost by olddefconfig: ${bad[*]}"
+
+log "building $version ($flavour) with -j$JOBS; log: $build/build.log"
+start=$(date +%s)
+quiet "$build/build.log" kmake -j"$JOBS" bzImage modules
+log "built in $(($(date +%s) - start)) s"
+
+touch "$build/.done"
+printf '%s\n' "$build"

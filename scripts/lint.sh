@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The lint gates of `make check`: the module builds without a warning under
+# clippy (with the C helpers under the kernel's own flags), Rust is
+# rustfmt-clean, `unsafe` appears only in the abstraction files, the uapi
+# header is the kernel's byte for byte, the tools pass clippy and rustfmt,
+# and the documentation is valid reStructuredText.
+#
+# Usage: scripts/lint.sh <kernel build dir> [out dir]
+. "$(dirname "$0")/lib.sh"
+
+kbuild=${1:?usage: lint.sh <kernel build dir> [out dir]}
+out=${2:-$TOP/out/lint}
+ksrc=$(readlink -f "$kbuild/source")
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log "module: clippy build"
+"$TOP/scripts/build-module.sh" "$kbuild" "$out/module-clippy" CLIPPY=1 >/dev/null
+
+log "module: rustfmt"
+rustfmt --check --edition 2021 --config-path "$TOP/.rustfmt.toml" "$TOP/src/dm_log_userspace.rs" \
+	|| die "src/ is not rustfmt-clean (run: rustfmt --edition 2021 src/dm_log_userspace.rs)"
+
+log "module: unsafe only in the abstraction layer"
+"$TOP/scripts/check-unsafe.sh"
+
+log "uapi header identical to the kernel's"
+cmp "$TOP/include/uapi/linux/dm-log-userspace.h" "$ksrc/include/uapi/linux/dm-log-userspace.h" \
+	|| die "include/uapi/linux/dm-log-userspace.h differs from the kernel's"
+
+log "tools: clippy and rustfmt"
+(cd "$TOP/tools" && cargo fmt --check) || die "tools/ is not rustfmt-clean (run: cd tools && cargo fmt)"
+(cd "$TOP/tools" && cargo clippy --quiet --locked --all-targets -- -D warnings) \
+	|| die "clippy found problems in tools/"
+
+if compgen -G "$TOP/Documentation/*.rst" >/dev/null; then
+	log "Documentation: reStructuredText"
+	for f in "$TOP"/Documentation/*.rst; do
+		python3 -m docutils --halt=warning --report=warning "$f" >/dev/null \
+			|| die "$f is not valid reStructuredText"
+	done
+fi
+log "lint: all clean"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Assemble the guest's root filesystem as an initramfs: busybox, the
+# programs the tests drive (dmsetup, fio, bash, coreutils' timeout), both
+# dm-log-userspace modules (ours and the kernel's C one), the userspace tools
+# and the installed kselftests. Prints the path of the cpio archive.
+#
+# Usage: scripts/rootfs.sh <kernel build dir> <our .ko> <tools dir> <kselftest dir> <out dir>
+. "$(dirname "$0")/lib.sh"
+
+kbuild=${1:?} ko=${2:?} tools=${3:?} kst=${4:?} out=${5:?}
+root="$out/rootfs"
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,run,mnt,root}
+mkdir -p "$root/lib/modules/dmlu/rust" "$root/lib/modules/dmlu/c" "$root/usr/libexec/dmlu"
+
+# busybox and its applets; the real programs below replace some of them.
+cp /bin/busybox "$root/bin/busybox"
+for applet in $(/bin/busybox --list); do
+	[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+done
+
+# A dynamic program and the libraries it loads, stripped.
+add_program() {
+	local src=$1 dst=$2 lib
+	install -D -m 755 "$src" "$root$dst"
+	for lib in $(ldd "$src" 2>/dev/null | grep -o '/[^ ]*'); do
+		[ -e "$root$lib" ] && continue
+		install -D -m 755 "$lib" "$root$lib"
+		strip --strip-unneeded "$root$lib" 2>/dev/null || true
+	done
+}
+add_program /bin/bash /bin/bash
+add_program /usr/sbin/dmsetup /usr/sbin/dmsetup
+add_program /usr/bin/fio /usr/bin/fio
+add_program /usr/bin/timeout /usr/bin/timeout
+add_program /usr/bin/kmod /usr/bin/kmod
+ln -sf kmod "$root/usr/bin/modinfo"
+
+for prog in "$tools"/*; do
+	[ -f "$prog" ] && [ -x "$prog" ] && install -m 755 "$prog" "$root/usr/bin/"
+done
+
+install -m 644 "$ko" "$root/lib/modules/dmlu/rust/dm-log-userspace.ko"
+for m in drivers/md/dm-log-userspace.ko drivers/block/brd.ko; do
+	[ -f "$kbuild/$m" ] && install -m 644 "$kbuild/$m" "$root/lib/modules/dmlu/c/"
+done
+
+cp -a "$kst" "$root/kselftest"
+install -m 755 "$TOP/scripts/guest-init.sh" "$root/init"
+cp -a "$TOP/scripts/guest/." "$root/usr/libexec/dmlu/" 2>/dev/null || true
+
+cat >"$root/etc/passwd" <<'PW'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+PW
+cat >"$root/etc/group" <<'GR'
+root:x:0:
+nogroup:x:65534:
+GR
+
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out/initramfs.cpio"
+printf '%s\n' "$out/initramfs.cpio"

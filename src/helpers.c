@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for the Rust abstractions of dm-log-userspace: static inline
+ * functions and macros have no symbol Rust could call. Calling the macros
+ * from C also absorbs their renames between kernel versions. Each helper is
+ * the one-line use of the API it names; the prefix keeps them apart from the
+ * kernel's own rust_helper_*.
+ */
+#include <linux/completion.h>
+#include <linux/device-mapper.h>
+#include <linux/jiffies.h>
+#include <linux/mempool.h>
+#include <linux/module.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
+
+#include "../include/dm_log_userspace_bindings.h"
+
+sector_t dmlu_target_len(struct dm_target *ti)
+{
+	return ti->len;
+}
+
+void dmlu_target_event(struct dm_target *ti)
+{
+	dm_table_event(ti->table);
+}
+
+int dmlu_target_get_device(struct dm_target *ti, const char *path,
+			   struct dm_dev **result)
+{
+	return dm_get_device(ti, path, dm_table_get_mode(ti->table), result);
+}
+
+unsigned long dmlu_jiffies(void)
+{
+	return READ_ONCE(jiffies);
+}
+
+void dmlu_init_completion(struct completion *x)
+{
+	init_completion(x);
+}
+
+void dmlu_reinit_completion(struct completion *x)
+{
+	reinit_completion(x);
+}
+
+unsigned long dmlu_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size)
+{
+	return mempool_init_kmalloc_pool(pool, min_nr, size);
+}
+
+void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp)
+{
+	return mempool_alloc(pool, gfp);
+}
+
+struct workqueue_struct *dmlu_alloc_reclaim_workqueue(const char *name)
+{
+	return alloc_workqueue("%s", WQ_MEM_RECLAIM, 0, name);
+}
+
+void dmlu_init_delayed_work(struct delayed_work *dwork, work_func_t fn)
+{
+	INIT_DELAYED_WORK(dwork, fn);
+}
+
+bool dmlu_queue_delayed_work(struct workqueue_struct *wq,
+			     struct delayed_work *dwork, unsigned long delay)
+{
+	return queue_delayed_work(wq, dwork, delay);
+}
+
+/* The module! macro of Linux 6.12 has no version field. */
+MODULE_VERSION(DMLU_VERSION);

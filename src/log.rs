@@ -1,0 +1,619 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `userspace` dirty log: each operation is forwarded to a log server in
+//! userspace, through the transfer layer.
+//!
+//! Marks wait in a per-log bitmap until a flush sends them: recording one
+//! never allocates, so `mark_region` (called under the region hash's
+//! read lock) neither sleeps nor fails, and a mark whose flush fails is put
+//! back, not lost. Clears wait in a queue of mempool nodes and may be
+//! dropped under memory pressure, which only costs a resync. A flush sends
+//! all its requests at once (see `flush_plan.rs` for their order); a flush
+//! of clears alone sends no FLUSH and leaves a lazy one for 3 s later.
+
+use crate::dirty_log::{CtrContext, DirtyLog, Log, StatusType, StatusWriter};
+use crate::errno::EPROTO;
+use crate::flush_plan::{FlushPlan, FromIter, Group, RegionSource};
+use crate::geometry::Geometry;
+use crate::hints::{RecoveryHints, RemoteRecovering};
+use crate::mempool::PooledQueue;
+use crate::ratelimit::Ratelimit;
+use crate::region_set::{words_for, RegionSet};
+use crate::spinlock_irq::{new_spinlock_irq, SpinLockIrq};
+use crate::table_args::{ctr_server_args, write_table_line, TableArgs};
+use crate::time::{jiffies, msecs_to_jiffies, msleep};
+use crate::transfer::{Channel, Lane, LogId, Transfer, WINDOW};
+use crate::wire::{
+    payload_i64, payload_u64, put_words, RequestType, MAX_DEVICE_NAME, MAX_GROUP_REGIONS,
+    MAX_REQUEST_PAYLOAD,
+};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::{alloc::KVVec, prelude::*, str::CStr, sync::Arc};
+
+/// The log type name, as tables and status lines spell it.
+pub(crate) const TYPE_NAME: &CStr = kernel::c_str!("userspace");
+
+/// Delay of the lazy FLUSH that commits clears sent without one.
+const LAZY_FLUSH_MS: u32 = 3000;
+
+/// Pause between attempts to reach a vanished server.
+const RECONNECT_MS: u32 = 2000;
+
+/// Minimum time between two IS_REMOTE_RECOVERING queries of a log (HZ/4).
+const REMOTE_RECOVERING_MS: u32 = 250;
+
+/// Clear nodes each log keeps in reserve.
+const CLEAR_RESERVE: i32 = MAX_GROUP_REGIONS as i32;
+
+/// Longest status line taken from a server.
+const MAX_STATUS: usize = 1024;
+
+/// What every userspace log shares: the transfer state, and the source of
+/// local unique ids.
+pub(crate) struct Shared {
+    transfer: Arc<Transfer>,
+    next_luid: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state over `transfer`. Local ids start at `salt`, a random
+    /// number: unique per instance, and not a kernel address.
+    pub(crate) fn new(transfer: Arc<Transfer>, salt: u64) -> Self {
+        Self {
+            transfer,
+            next_luid: AtomicU64::new(salt),
+        }
+    }
+
+    fn new_luid(&self) -> u64 {
+        loop {
+            let luid = self.next_luid.fetch_add(1, Ordering::Relaxed);
+            if luid != 0 {
+                return luid;
+            }
+        }
+    }
+}
+
+type Bitmap = RegionSet<KVVec<u64>>;
+
+/// The marks of a log: waiting for the next flush, and being flushed.
+struct Marks {
+    pending: Bitmap,
+    in_flight: Bitmap,
+}
+
+impl Marks {
+    /// Empty marks for `count` regions.
+    fn new(count: u64) -> Result<Self> {
+        Ok(Self {
+            pending: bitmap(count)?,
+            in_flight: bitmap(count)?,
+        })
+    }
+}
+
+fn bitmap(count: u64) -> Result<Bitmap> {
+    let (main, summary) = words_for(count).ok_or(ENOMEM)?;
+    RegionSet::new(
+        count,
+        KVVec::from_elem(0, main, GFP_KERNEL)?,
+        KVVec::from_elem(0, summary, GFP_KERNEL)?,
+    )
+    .ok_or(EINVAL)
+}
+
+/// The marks being flushed, taken a group at a time.
+struct InFlightMarks<'a> {
+    marks: &'a SpinLockIrq<Marks>,
+    next: u64,
+}
+
+impl RegionSource for InFlightMarks<'_> {
+    fn fill(&mut self, out: &mut [u64]) -> usize {
+        let n = self.marks.lock().in_flight.fill_from(self.next, out);
+        if let Some(last) = n.checked_sub(1).and_then(|i| out.get(i)) {
+            self.next = last.saturating_add(1);
+        }
+        n
+    }
+}
+
+/// A `userspace` dirty log.
+#[pin_data]
+pub(crate) struct UserspaceLog {
+    #[pin]
+    channel: Channel,
+    /// Number of table arguments, repeated by status TABLE.
+    argc: usize,
+    integrated_flush: bool,
+    /// The CTR payload, `"<sectors> <server args>"`, NUL included.
+    ctr: KVec<u8>,
+    region_size: AtomicU32,
+    region_count: AtomicU64,
+    #[pin]
+    marks: SpinLockIrq<Marks>,
+    #[pin]
+    clears: PooledQueue<u64>,
+    hints: RecoveryHints,
+    dropped_clears: AtomicU64,
+    noisy: Ratelimit,
+}
+
+impl UserspaceLog {
+    fn region_count(&self) -> u64 {
+        self.region_count.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request; while no server listens, waits for one and replays
+    /// CTR and RESUME to it first, as the C module does.
+    fn do_request(
+        &self,
+        lane: &mut Lane,
+        kind: RequestType,
+        data: &[u8],
+        reply: &mut [u8],
+    ) -> Result<usize> {
+        loop {
+            match self.channel.request(lane, kind, data, reply) {
+                Err(e) if e == ESRCH => {}
+                r => return r,
+            }
+            let id = self.channel.id().short();
+            pr_err!("[{}] userspace log server not found\n", id);
+            loop {
+                msleep(RECONNECT_MS);
+                pr_warn!("[{}] attempting to contact userspace log server...\n", id);
+                let mut dev = [0u8; MAX_DEVICE_NAME];
+                if self
+                    .channel
+                    .request(lane, RequestType::Ctr, &self.ctr, &mut dev)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            pr_info!(
+                "[{}] reconnected to userspace log server: CTR complete\n",
+                id
+            );
+            if let Err(e) = self
+                .channel
+                .request(lane, RequestType::Resume, &[], &mut [])
+            {
+                pr_err!("[{}] error trying to resume userspace log: {:?}\n", id, e);
+                return Err(ESRCH);
+            }
+        }
+    }
+
+    /// Asks a question about `region` whose answer is an `i64` 0 or 1.
+    fn ask_flag(&self, kind: RequestType, region: u64) -> Result<bool> {
+        let mut reply = [0u8; 8];
+        let mut lane = self.channel.lane();
+        self.do_request(&mut lane, kind, &region.to_ne_bytes(), &mut reply)?;
+        match payload_i64(&reply, 0) {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            other => self.bad_reply(kind, other),
+        }
+    }
+
+    fn bad_reply<T>(&self, kind: RequestType, value: impl core::fmt::Debug) -> Result<T> {
+        if self.noisy.allow() {
+            pr_err!(
+                "[{}] bad reply to {}: {:?}\n",
+                self.channel.id().short(),
+                kind.name(),
+                value
+            );
+        }
+        Err(EPROTO())
+    }
+
+    /// The second half of `start`, after the server accepted CTR: anything
+    /// failing here is undone with DTR by the caller.
+    fn configure(
+        &self,
+        log: &Log<Self>,
+        ctr: &CtrContext<'_>,
+        lane: &mut Lane,
+        dev: &[u8],
+    ) -> Result {
+        let id = self.channel.id().short();
+        let mut size = [0u8; 8];
+        self.channel
+            .request(lane, RequestType::GetRegionSize, &[], &mut size)
+            .inspect_err(|e| {
+                pr_err!("[{}] failed to get region size of dirty log: {:?}\n", id, e)
+            })?;
+        let region_size = u64::from_ne_bytes(size);
+        let geometry = Geometry::new(log.target_len(), region_size).map_err(|e| {
+            pr_err!("[{}] {}\n", id, e);
+            EINVAL
+        })?;
+        let marks = Marks::new(geometry.region_count).inspect_err(|_| {
+            pr_err!("[{}] no memory for {} regions\n", id, geometry.region_count)
+        })?;
+        if !dev.is_empty() {
+            let name = CStr::from_bytes_with_nul(dev).map_err(|_| EPROTO())?;
+            ctr.hold_device(name).inspect_err(|_| {
+                pr_err!("[{}] failed to register {} with device-mapper\n", id, name)
+            })?;
+        }
+        self.region_size
+            .store(geometry.region_size, Ordering::Relaxed);
+        self.region_count
+            .store(geometry.region_count, Ordering::Relaxed);
+        // The empty bitmaps replaced own no memory: dropping them under the
+        // spinlock frees nothing.
+        *self.marks.lock() = marks;
+        Ok(())
+    }
+
+    /// Sends the requests of a flush plan: a window at a time, all in flight
+    /// together; after a failure, one by one from the failed request on.
+    fn send_plan(&self, lane: &mut Lane, plan: &mut impl Iterator<Item = Group>) -> Result {
+        loop {
+            lane.clear_groups();
+            while lane.groups().len() < WINDOW {
+                let Some(g) = plan.next() else { break };
+                // The window has room: this queues `g`.
+                lane.push_group(g);
+            }
+            let n = lane.groups().len();
+            if n == 0 {
+                return Ok(());
+            }
+            if let Err(first) = self.channel.send_groups(lane) {
+                for i in first..n {
+                    let g = lane.groups()[i];
+                    self.send_group_slowly(lane, &g)?;
+                }
+                for g in plan {
+                    self.send_group_slowly(lane, &g)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends one group, waiting for its reply; if a group of clears or marks
+    /// fails, sends its regions one per request.
+    fn send_group_slowly(&self, lane: &mut Lane, g: &Group) -> Result {
+        let mut bytes = [0u8; MAX_GROUP_REGIONS * 8];
+        let len = put_words(&mut bytes, g.regions()).ok_or(EINVAL)?;
+        match self.do_request(lane, g.kind, &bytes[..len], &mut []) {
+            Ok(_) => Ok(()),
+            Err(_) if g.kind != RequestType::Flush && g.regions().len() > 1 => {
+                for r in g.regions() {
+                    self.do_request(lane, g.kind, &r.to_ne_bytes(), &mut [])?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[vtable]
+impl DirtyLog for UserspaceLog {
+    type Shared = Shared;
+
+    fn new(
+        shared: &Shared,
+        target_sectors: u64,
+        args: &[&CStr],
+    ) -> Result<impl PinInit<Self, Error>> {
+        let mut bytes = KVec::with_capacity(args.len(), GFP_KERNEL)?;
+        for a in args {
+            bytes.push(a.as_bytes(), GFP_KERNEL)?;
+        }
+        let table = TableArgs::parse(&bytes).map_err(|e| {
+            pr_warn!("userspace log: {}\n", e);
+            EINVAL
+        })?;
+        let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
+        let len = table
+            .write_ctr_string(target_sectors, &mut buf)
+            .map_err(|e| {
+                pr_warn!("userspace log: {}\n", e);
+                EINVAL
+            })?;
+        let mut ctr = KVec::with_capacity(len, GFP_KERNEL)?;
+        ctr.extend_from_slice(&buf[..len], GFP_KERNEL)?;
+        let id = LogId {
+            uuid: table.uuid,
+            luid: shared.new_luid(),
+        };
+        let channel = Channel::new(shared.transfer.clone(), id)?;
+        let marks = Marks::new(0)?;
+        Ok(try_pin_init!(Self {
+            channel <- channel,
+            argc: table.argc,
+            integrated_flush: table.integrated_flush,
+            ctr,
+            region_size: AtomicU32::new(0),
+            region_count: AtomicU64::new(0),
+            marks <- new_spinlock_irq!(marks, "dm_log_userspace:marks"),
+            clears <- PooledQueue::new(CLEAR_RESERVE),
+            hints: RecoveryHints::new(),
+            dropped_clears: AtomicU64::new(0),
+            noisy: Ratelimit::new(),
+        }? Error))
+    }
+
+    fn start(log: &Log<Self>, ctr: &CtrContext<'_>) -> Result {
+        let mut lane = log.channel.lane();
+        let mut dev = [0u8; MAX_DEVICE_NAME];
+        let len = log
+            .channel
+            .request(&mut lane, RequestType::Ctr, &log.ctr, &mut dev)
+            .inspect_err(|&e| {
+                let id = log.channel.id().short();
+                if e == ESRCH {
+                    pr_err!("[{}] userspace log server not found\n", id);
+                } else {
+                    pr_err!(
+                        "[{}] userspace log server failed to create log: {:?}\n",
+                        id,
+                        e
+                    );
+                }
+            })?;
+        let r = log.configure(log, ctr, &mut lane, &dev[..len]);
+        if r.is_err() {
+            // The server holds the log: tell it to let go.
+            let _ = log
+                .channel
+                .request(&mut lane, RequestType::Dtr, &[], &mut []);
+        }
+        r
+    }
+
+    fn dtr(log: &Log<Self>) {
+        log.run_deferred_now();
+        let mut lane = log.channel.lane();
+        let _ = log
+            .channel
+            .request(&mut lane, RequestType::Dtr, &[], &mut []);
+        let (requests, round_trips, timeouts) = log.channel.counters();
+        pr_info!(
+            "[{}] destroyed: {} requests in {} round trips, {} timeouts, {} clears dropped\n",
+            log.channel.id().short(),
+            requests,
+            round_trips,
+            timeouts,
+            log.dropped_clears.load(Ordering::Relaxed)
+        );
+    }
+
+    fn presuspend(log: &Log<Self>) -> Result {
+        let mut lane = log.channel.lane();
+        log.channel
+            .request(&mut lane, RequestType::Presuspend, &[], &mut [])
+            .map(|_| ())
+    }
+
+    fn postsuspend(log: &Log<Self>) -> Result {
+        log.run_deferred_now();
+        let mut lane = log.channel.lane();
+        log.channel
+            .request(&mut lane, RequestType::Postsuspend, &[], &mut [])
+            .map(|_| ())
+    }
+
+    fn resume(log: &Log<Self>) -> Result {
+        log.hints.reset();
+        let mut lane = log.channel.lane();
+        log.channel
+            .request(&mut lane, RequestType::Resume, &[], &mut [])
+            .map(|_| ())
+    }
+
+    fn region_size(log: &Log<Self>) -> u32 {
+        log.region_size.load(Ordering::Relaxed)
+    }
+
+    fn is_clean(log: &Log<Self>, region: u64) -> bool {
+        log.ask_flag(RequestType::IsClean, region).unwrap_or(false)
+    }
+
+    fn in_sync(log: &Log<Self>, region: u64, can_block: bool) -> Result<bool> {
+        // Never answered locally: another node may have found the region out
+        // of sync since.
+        if !can_block {
+            // EWOULDBLOCK is EAGAIN.
+            return Err(EAGAIN);
+        }
+        Ok(log.ask_flag(RequestType::InSync, region).unwrap_or(false))
+    }
+
+    fn flush(log: &Log<Self>) -> Result {
+        let mut lane = log.channel.lane();
+        {
+            let mut marks = log.marks.lock();
+            let Marks { pending, in_flight } = &mut *marks;
+            pending.move_into(in_flight);
+        }
+        let clears = FromIter(log.clears.take_all());
+        let marks = InFlightMarks {
+            marks: &log.marks,
+            next: 0,
+        };
+        let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
+        let r = log.send_plan(&mut lane, &mut plan);
+        {
+            let mut marks = log.marks.lock();
+            let Marks { pending, in_flight } = &mut *marks;
+            match r {
+                Ok(()) => in_flight.clear(),
+                // Not committed: they go out with the next flush.
+                Err(_) => in_flight.move_into(pending),
+            }
+        }
+        drop(lane);
+        match r {
+            Ok(()) if plan.needs_lazy_flush() => {
+                // A lazy FLUSH already pending stays as it is.
+                log.schedule_deferred(msecs_to_jiffies(LAZY_FLUSH_MS));
+            }
+            Ok(()) if plan.sent_marks() => {
+                // That FLUSH committed the earlier clears too.
+                log.cancel_deferred();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                pr_err!("[{}] flush failed: {:?}\n", log.channel.id().short(), e);
+                log.raise_event();
+            }
+        }
+        r
+    }
+
+    fn mark_region(log: &Log<Self>, region: u64) {
+        let inserted = log.marks.lock().pending.insert(region);
+        if !inserted && log.noisy.allow() {
+            pr_err!(
+                "[{}] mark of region {} beyond the log's {} regions\n",
+                log.channel.id().short(),
+                region,
+                log.region_count()
+            );
+        }
+    }
+
+    fn clear_region(log: &Log<Self>, region: u64) {
+        if log.clears.try_push(region).is_err() {
+            // Costs only a resync of the region when the mirror restarts.
+            log.dropped_clears.fetch_add(1, Ordering::Relaxed);
+            if log.noisy.allow() {
+                pr_err!(
+                    "[{}] failed to allocate memory to clear region\n",
+                    log.channel.id().short()
+                );
+            }
+        }
+    }
+
+    fn get_resync_work(log: &Log<Self>) -> Result<Option<u64>> {
+        let count = log.region_count();
+        if log.hints.all_in_sync(count) {
+            return Ok(None);
+        }
+        let mut reply = [0u8; 16];
+        let mut lane = log.channel.lane();
+        log.do_request(&mut lane, RequestType::GetResyncWork, &[], &mut reply)?;
+        match (payload_i64(&reply, 0), payload_u64(&reply, 1)) {
+            (Some(0), _) => Ok(None),
+            (Some(1), Some(r)) if r < count => Ok(Some(r)),
+            other => log.bad_reply(RequestType::GetResyncWork, other),
+        }
+    }
+
+    fn set_region_sync(log: &Log<Self>, region: u64, in_sync: bool) {
+        let mut data = [0u8; 16];
+        let _ = put_words(&mut data, &[region, u64::from(in_sync)]);
+        let mut lane = log.channel.lane();
+        // Cannot fail by contract; a lost update only costs a resync.
+        let _ = log.do_request(&mut lane, RequestType::SetRegionSync, &data, &mut []);
+    }
+
+    fn sync_count(log: &Log<Self>) -> u64 {
+        let mut reply = [0u8; 8];
+        let mut lane = log.channel.lane();
+        if log
+            .do_request(&mut lane, RequestType::GetSyncCount, &[], &mut reply)
+            .is_err()
+        {
+            return 0;
+        }
+        drop(lane);
+        let count = log.region_count();
+        let synced = u64::from_ne_bytes(reply);
+        if synced > count {
+            return log
+                .bad_reply::<u64>(RequestType::GetSyncCount, synced)
+                .unwrap_or(0);
+        }
+        log.hints.note_sync_count(synced, count);
+        synced
+    }
+
+    fn status(log: &Log<Self>, kind: StatusType, out: &mut StatusWriter<'_>) {
+        match kind {
+            StatusType::Info => {
+                let room = out.remaining().min(MAX_STATUS);
+                let text = KVec::from_elem(0u8, room, GFP_KERNEL)
+                    .ok()
+                    .and_then(|mut buf| {
+                        let mut lane = log.channel.lane();
+                        let len = log
+                            .do_request(&mut lane, RequestType::StatusInfo, &[], &mut buf)
+                            .ok()?;
+                        Some((buf, len))
+                    });
+                match text {
+                    Some((buf, len)) => out.write_bytes(&buf[..len]),
+                    None => {
+                        let _ = write!(out, "{} 1 COM_FAILURE", TYPE_NAME);
+                    }
+                }
+            }
+            StatusType::Table => {
+                let _ = write_table_line(
+                    out,
+                    TYPE_NAME,
+                    log.argc,
+                    log.channel.id().uuid_bytes(),
+                    log.integrated_flush,
+                    ctr_server_args(&log.ctr),
+                );
+            }
+            StatusType::Ima => {}
+        }
+    }
+
+    fn is_remote_recovering(log: &Log<Self>, region: u64) -> bool {
+        let interval = msecs_to_jiffies(REMOTE_RECOVERING_MS);
+        match log.hints.remote_recovering(region, jiffies(), interval) {
+            RemoteRecovering::No => false,
+            RemoteRecovering::AssumeYes => true,
+            RemoteRecovering::Ask => {
+                let mut reply = [0u8; 16];
+                let mut lane = log.channel.lane();
+                if log
+                    .do_request(
+                        &mut lane,
+                        RequestType::IsRemoteRecovering,
+                        &region.to_ne_bytes(),
+                        &mut reply,
+                    )
+                    .is_err()
+                {
+                    return true;
+                }
+                let (Some(recovering), Some(hint)) =
+                    (payload_i64(&reply, 0), payload_u64(&reply, 1))
+                else {
+                    return true;
+                };
+                log.hints.set_in_sync_hint(hint.min(log.region_count()));
+                recovering != 0
+            }
+        }
+    }
+
+    fn deferred(log: &Log<Self>) {
+        let mut lane = log.channel.lane();
+        if let Err(e) = log.do_request(&mut lane, RequestType::Flush, &[], &mut []) {
+            pr_err!(
+                "[{}] lazy flush failed: {:?}\n",
+                log.channel.id().short(),
+                e
+            );
+            log.raise_event();
+        }
+    }
+}

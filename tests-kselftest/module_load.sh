@@ -1,0 +1,38 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The module loads with insmod, registers its connector callback and its log
+# type, says what it is, unloads, and reloads without leaving anything behind.
+
+. "$(dirname "$0")/lib.sh"
+require_env insmod rmmod modinfo
+
+ktap_print_header
+ktap_set_plan 9
+
+unload_module
+leaks_reset
+mark_log
+check "insmod succeeds" insmod "$DMLU_MODULE"
+check "module listed in /proc/modules" module_loaded
+check "connector callback dmlogusr registered for 7:1" \
+	grep -Eq '^dmlogusr +7:1$' /proc/net/connector
+check "load message gives the version and protocol 3" \
+	bash -c "dmesg | grep -Eq 'dm_log_userspace: version [0-9.]+ loaded \(request protocol version 3\)'"
+info=$(modinfo "$DMLU_MODULE")
+check "modinfo gives description, license, version and alias" bash -c '
+	grep -q "^description: *device-mapper userspace dirty log" <<<"$1" &&
+	grep -q "^license: *GPL" <<<"$1" && grep -q "^version: *[0-9]" <<<"$1" &&
+	grep -q "^alias: *dm-log-userspace" <<<"$1"' _ "$info"
+check "rmmod succeeds" rmmod dm_log_userspace
+check "callback and module gone after unload" \
+	bash -c '! grep -q dmlogusr /proc/net/connector && ! grep -q "^dm_log_userspace " /proc/modules'
+
+reload_ok=true
+for _ in $(seq 10); do
+	insmod "$DMLU_MODULE" && rmmod dm_log_userspace || { reload_ok=false; break; }
+done
+check "10 load/unload cycles" $reload_ok
+if leaks_found; then ktap_test_fail "no memory leaked (kmemleak)"; else ktap_test_pass "no memory leaked (kmemleak)"; fi
+
+ktap_finished

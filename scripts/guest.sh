@@ -38,12 +38,16 @@ log "kernel: $kbuild"
 ko=$("$TOP/scripts/build-module.sh" "$kbuild" "$out/module")
 tools=$("$TOP/scripts/build-tools.sh")
 
-# Install the kselftests through the kernel tree's own machinery.
+# Install the kselftests through the kernel tree's own machinery (one run at
+# a time: the tree is shared by every checkout on this machine).
 kst_src="$ksrc/tools/testing/selftests/dm-log-userspace"
-rsync -a --delete "$TOP/tests-kselftest/" "$kst_src/"
 rm -rf "$out/kselftest"
-quiet "$out/kselftest-install.log" make -C "$ksrc/tools/testing/selftests" \
-	TARGETS=dm-log-userspace install INSTALL_PATH="$out/kselftest"
+(
+	flock 8
+	rsync -a --delete --exclude ulog-test-server "$TOP/tests-kselftest/" "$kst_src/"
+	quiet "$out/kselftest-install.log" make -C "$ksrc/tools/testing/selftests" \
+		TARGETS=dm-log-userspace install INSTALL_PATH="$out/kselftest"
+) 8>"$ksrc/.dmlu-kselftest.lock"
 cpio=$("$TOP/scripts/rootfs.sh" "$kbuild" "$ko" "$tools" "$out/kselftest" "$out")
 
 console="$out/console.log" ktap="$out/ktap.log"
@@ -82,7 +86,7 @@ elapsed=$(($(date +%s) - start))
 
 fail=()
 [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ] && fail+=("wall-clock limit of ${limit}s reached")
-done_line=$(grep -a '^DMLU-GUEST-DONE' "$ktap" | tail -n1)
+done_line=$(grep -a '^DMLU-GUEST-DONE' "$ktap" | tail -n1 || true)
 if [ -z "$done_line" ]; then
 	fail+=("the guest did not finish (panic, hang or limit)")
 	grep -a -m1 -E 'Kernel panic' "$console" >&2 || true

@@ -35,6 +35,7 @@ add_program /bin/bash /bin/bash
 add_program /usr/sbin/dmsetup /usr/sbin/dmsetup
 add_program /usr/bin/fio /usr/bin/fio
 add_program /usr/bin/timeout /usr/bin/timeout
+add_program /bin/dd /usr/bin/dd
 add_program /usr/bin/kmod /usr/bin/kmod
 ln -sf kmod "$root/usr/bin/modinfo"
 

@@ -59,12 +59,15 @@ impl<T: Copy + Send + 'static> PooledQueue<T> {
         // kmalloc'ed objects are aligned to at least 8 bytes.
         kernel::build_assert!(mem::align_of::<Node<T>>() <= 8);
         try_pin_init!(Self {
-            // SAFETY: `slot` is valid for writes; on failure the helper leaves
-            // nothing allocated, and `Opaque` needs no drop.
+            // SAFETY: `slot` is valid for writes. `mempool_init` expects a
+            // zeroed pool (it leaves `curr_nr` alone); on failure it frees
+            // what it allocated, and `Opaque` needs no drop.
             pool <- unsafe {
                 kernel::init::pin_init_from_closure(move |slot: *mut Opaque<bindings::mempool_t>| {
+                    let pool = Opaque::raw_get(slot);
+                    pool.write_bytes(0, 1);
                     to_result(bindings::dmlu_mempool_init_kmalloc(
-                        Opaque::raw_get(slot),
+                        pool,
                         reserve,
                         mem::size_of::<Node<T>>(),
                     ))

@@ -66,3 +66,121 @@ leaks_found() {
 	echo scan >/sys/kernel/debug/kmemleak
 	cat /sys/kernel/debug/kmemleak | grep -q 'unreferenced object'
 }
+
+# --- mirrors over loop devices -------------------------------------------
+
+WORK=${WORK:-/tmp/dmlu-test}
+mkdir -p "$WORK"
+LEGS=()
+
+# make_legs N SIZE_MB: N loop devices over files on tmpfs, in LEGS.
+make_legs() {
+	local i dev
+	LEGS=()
+	for i in $(seq 0 $(($1 - 1))); do
+		rm -f "$WORK/leg$i"
+		truncate -s "${2}M" "$WORK/leg$i"
+		dev=$(losetup -f)
+		losetup "$dev" "$WORK/leg$i" || return 1
+		LEGS+=("$dev")
+	done
+}
+
+free_legs() {
+	local dev
+	for dev in "${LEGS[@]}"; do losetup -d "$dev" 2>/dev/null; done
+	LEGS=()
+	rm -f "$WORK"/leg*
+}
+
+# mirror_table SECTORS "LOG ARGS" [features]: a mirror table over LEGS with
+# a userspace log whose arguments are LOG ARGS (uuid first).
+mirror_table() {
+	local sectors=$1 logargs=$2 features=${3:-"1 handle_errors"} legs="" dev
+	local n
+	n=$(wc -w <<<"$logargs")
+	for dev in "${LEGS[@]}"; do legs="$legs $dev 0"; done
+	echo "0 $sectors mirror userspace $n $logargs ${#LEGS[@]}$legs $features"
+}
+
+# sync_of NAME: "<in sync>/<total>" from the mirror status line.
+sync_of() {
+	dmsetup status "$1" | awk '{print $(5 + $4)}'
+}
+
+# wait_sync NAME SECONDS: wait until every region is in sync.
+wait_sync() {
+	local s i
+	for i in $(seq "$(($2 * 5))"); do
+		s=$(sync_of "$1")
+		[ -n "$s" ] && [ "${s%/*}" = "${s#*/}" ] && return 0
+		sleep 0.2
+	done
+	echo "# $1 not in sync after $2 s: $(dmsetup status "$1")"
+	return 1
+}
+
+# legs_identical [BYTES]: the legs hold the same data (read around caches).
+legs_identical() {
+	local bytes=${1:-} first=${LEGS[0]} dev
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	for dev in "${LEGS[@]:1}"; do
+		if [ -n "$bytes" ]; then
+			cmp -n "$bytes" "$first" "$dev" >/dev/null || return 1
+		else
+			cmp "$first" "$dev" >/dev/null || return 1
+		fi
+	done
+}
+
+# --- the test server -------------------------------------------------------
+
+TS_PID=""
+TRACE=$WORK/trace
+
+# start_test_server [ulog-test-server options]: start it, tracing to TRACE.
+start_test_server() {
+	rm -f "$WORK/ts.ready"
+	ulog-test-server --ready "$WORK/ts.ready" --trace "$TRACE" "$@" 2>>"$WORK/ts.err" &
+	TS_PID=$!
+	wait_for_file "$WORK/ts.ready" 5
+}
+
+stop_test_server() {
+	[ -n "$TS_PID" ] || return 0
+	kill "$TS_PID" 2>/dev/null
+	wait "$TS_PID" 2>/dev/null
+	TS_PID=""
+}
+
+wait_for_file() {
+	local i
+	for i in $(seq "$(($2 * 10))"); do
+		[ -e "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# trace_types LUID: the request types the server saw for LUID, one a line.
+trace_types() {
+	awk -v l="luid=$1" '$3 == l {sub("type=", "", $4); print $4}' "$TRACE"
+}
+
+# luid_of_ctr PATTERN: the luid of the CTR whose string matches PATTERN.
+luid_of_ctr() {
+	grep "type=CTR" "$TRACE" | grep -- "$1" | tail -n1 | awk '{sub("luid=", "", $3); print $3}'
+}
+
+# Tear down whatever a test left: mirrors, servers, legs, the module.
+cleanup_all() {
+	local dm
+	for dm in $(dmsetup ls 2>/dev/null | awk '/^dmlu/ {print $1}'); do
+		dmsetup remove --force "$dm" 2>/dev/null
+	done
+	stop_test_server
+	pkill -x dm-ulogd 2>/dev/null
+	free_legs
+	unload_module
+}

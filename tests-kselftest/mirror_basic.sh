@@ -1,0 +1,48 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# A mirror with a userspace log, served by the test server: the table loads,
+# the server sees CTR "<sectors> <args>", GET_REGION_SIZE and RESUME, data
+# written reaches both legs, status and table read back as the C module
+# prints them, and removal sends DTR.
+
+. "$(dirname "$0")/lib.sh"
+require_env dmsetup losetup ulog-test-server
+
+ktap_print_header
+ktap_set_plan 9
+trap cleanup_all EXIT
+
+load_module
+rm -f "$TRACE"
+start_test_server --status "1 ulog-test-server"
+make_legs 2 64
+uuid=dmlu-basic-0001
+table=$(mirror_table 131072 "$uuid clustered-core 1024 nosync")
+check "mirror with a userspace log loads" dmsetup create dmlu-basic --table "$table"
+luid=$(luid_of_ctr "131072 clustered-core 1024 nosync")
+check "server got CTR \"131072 clustered-core 1024 nosync\" with a luid" test -n "$luid"
+# dm-raid1's constructor also asks for the sync count.
+ctr_sequence() {
+	local got
+	got=$(trace_types "$luid" | awk '/MARK_REGION/ {exit} {print}' | tr '\n' ' ')
+	case "$got" in
+	"CTR GET_REGION_SIZE "*RESUME*) return 0 ;;
+	*) echo "# got: $got"; return 1 ;;
+	esac
+}
+check "then GET_REGION_SIZE, and RESUME before any mark" ctr_sequence
+check "table line as the C module prints it" bash -c \
+	'dmsetup table dmlu-basic | grep -q "mirror userspace 4 $1 clustered-core 1024 nosync 2 "' _ "$uuid"
+check "status: all regions in sync, the server's status string" bash -c \
+	'dmsetup status dmlu-basic | grep -Eq " 128/128 1 AA 1 ulog-test-server$"'
+check "8 MiB written with O_DIRECT" \
+	dd if=/dev/urandom of=/dev/mapper/dmlu-basic bs=1M count=8 oflag=direct status=none
+check "both legs hold the same data" legs_identical
+marked_and_flushed() { trace_types "$luid" | grep -q MARK_REGION && trace_types "$luid" | grep -q FLUSH; }
+check "writes were marked and flushed" marked_and_flushed
+dmsetup remove dmlu-basic
+last_is_dtr() { [ "$(trace_types "$luid" | tail -n1)" = DTR ]; }
+check "removal sends DTR" last_is_dtr
+
+ktap_finished

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Fault rules: which requests get a bad answer, and which.
+//!
+//! A rule is `TYPE:ACTION[:COUNT[:SKIP]]`: requests of `TYPE` (a request name
+//! such as `IN_SYNC`, or `any`), after the first `SKIP` of them, get `ACTION`,
+//! `COUNT` times (0 or absent: always).
+
+use ulog_proto::wire::RequestType;
+
+/// What to do instead of a normal answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer normally, but only after this many milliseconds.
+    Late(u64),
+    /// Ack-only reply with `EAGAIN` (the kernel resends).
+    Eagain,
+    /// Full reply whose `error` is `-EAGAIN`.
+    EagainReply,
+    /// Ack-only reply with errno 0: success without the reply data.
+    AckOnly,
+    /// Ack-only reply with this positive errno.
+    AckError(u32),
+    /// Full reply with `error = -N`.
+    Error(i32),
+    /// Full reply with 64 bytes more data than the request calls for.
+    TooMuch,
+    /// Full reply with 4 bytes less data than the normal answer.
+    Short,
+    /// Full reply whose `data_size` claims 100 bytes more than it carries.
+    BadDataSize,
+    /// Full reply naming another luid (the kernel must ignore it).
+    WrongLuid,
+    /// Full reply with another request type (the kernel must ignore it).
+    WrongType,
+    /// No reply at all.
+    Drop,
+    /// Exit at once without replying, as a crashed server would.
+    Exit,
+}
+
+/// One rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    kind: Option<RequestType>,
+    action: Action,
+    count: u64,
+    skip: u64,
+    seen: u64,
+    applied: u64,
+}
+
+impl Rule {
+    /// Parses `TYPE:ACTION[:COUNT[:SKIP]]`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.split(':');
+        let kind = match parts.next().unwrap_or("") {
+            "any" => None,
+            name => Some(
+                RequestType::ALL
+                    .into_iter()
+                    .find(|t| t.name().eq_ignore_ascii_case(name))
+                    .ok_or_else(|| format!("unknown request type '{name}' in '{spec}'"))?,
+            ),
+        };
+        let action_text = parts
+            .next()
+            .ok_or_else(|| format!("no action in '{spec}'"))?;
+        let (name, value) = match action_text.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (action_text, None),
+        };
+        let number = |what: &str| -> Result<u64, String> {
+            value
+                .ok_or_else(|| format!("'{name}' needs ={what} in '{spec}'"))?
+                .parse()
+                .map_err(|_| format!("bad {what} in '{spec}'"))
+        };
+        let action = match name {
+            "late" => Action::Late(number("milliseconds")?),
+            "eagain" => Action::Eagain,
+            "eagain-reply" => Action::EagainReply,
+            "ack-only" => Action::AckOnly,
+            "ack-error" => Action::AckError(number("errno")? as u32),
+            "error" => Action::Error(number("errno")? as i32),
+            "too-much" => Action::TooMuch,
+            "short" => Action::Short,
+            "bad-data-size" => Action::BadDataSize,
+            "wrong-luid" => Action::WrongLuid,
+            "wrong-type" => Action::WrongType,
+            "drop" => Action::Drop,
+            "exit" => Action::Exit,
+            _ => return Err(format!("unknown action '{name}' in '{spec}'")),
+        };
+        let mut num = |what: &str| -> Result<u64, String> {
+            parts.next().map_or(Ok(0), |v| {
+                v.parse().map_err(|_| format!("bad {what} in '{spec}'"))
+            })
+        };
+        let count = num("count")?;
+        let skip = num("skip")?;
+        Ok(Self {
+            kind,
+            action,
+            count,
+            skip,
+            seen: 0,
+            applied: 0,
+        })
+    }
+
+    /// Whether the rule fires for a request of `kind`, counting it.
+    fn fires(&mut self, kind: Option<RequestType>) -> bool {
+        if self.kind.is_some() && self.kind != kind {
+            return false;
+        }
+        self.seen += 1;
+        if self.seen <= self.skip || (self.count != 0 && self.applied >= self.count) {
+            return false;
+        }
+        self.applied += 1;
+        true
+    }
+}
+
+/// The first action of `rules` that fires for a request of `kind`.
+pub fn pick(rules: &mut [Rule], kind: Option<RequestType>) -> Option<Action> {
+    rules
+        .iter_mut()
+        .find_map(|r| r.fires(kind).then_some(r.action))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rules() {
+        let r = Rule::parse("IN_SYNC:late=17000:1").unwrap();
+        assert_eq!(r.kind, Some(RequestType::InSync));
+        assert_eq!(r.action, Action::Late(17000));
+        assert_eq!((r.count, r.skip), (1, 0));
+        let r = Rule::parse("any:drop:2:3").unwrap();
+        assert_eq!(
+            (r.kind, r.action, r.count, r.skip),
+            (None, Action::Drop, 2, 3)
+        );
+        assert!(Rule::parse("NOPE:drop").is_err());
+        assert!(Rule::parse("FLUSH:frobnicate").is_err());
+        assert!(Rule::parse("FLUSH:late").is_err());
+        assert_eq!(
+            Rule::parse("flush:error=5").unwrap().action,
+            Action::Error(5)
+        );
+    }
+
+    #[test]
+    fn counts_and_skips() {
+        let mut rules = vec![Rule::parse("FLUSH:eagain:2:1").unwrap()];
+        let flush = Some(RequestType::Flush);
+        let got: Vec<_> = (0..5).map(|_| pick(&mut rules, flush)).collect();
+        assert_eq!(
+            got,
+            [None, Some(Action::Eagain), Some(Action::Eagain), None, None]
+        );
+        assert_eq!(pick(&mut rules, Some(RequestType::InSync)), None);
+    }
+}

@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! ulog-test-server: a scriptable userspace log server for the kselftests.
+//!
+//! It serves a small in-memory core log, can answer chosen requests badly
+//! (late, EAGAIN, ack only, too much data, a wrong `data_size`, not at all,
+//! or from an unprivileged process), and traces every request it receives,
+//! one line each, for the tests to check the stream the kernel sends.
+
+mod faults;
+mod model;
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use faults::{Action, Rule};
+use model::Model;
+use ulog_proto::socket::{ConnectorSocket, Received, SocketOptions, RECV_BUFFER_SIZE};
+use ulog_proto::wire::{Message, RequestHeader, RequestType, HEADER_SIZE};
+
+const USAGE: &str = "\
+Usage: ulog-test-server [OPTIONS]
+
+A scriptable dm userspace log server for tests: serves an in-memory core log
+('core' or 'clustered-core' arguments, 'clustered-disk'/'disk' accepted with
+the device ignored) and answers chosen requests badly.
+
+Options:
+  --trace FILE        append a line per request received:
+                        t=<ms> seq=<n> luid=<n> type=<NAME> size=<bytes>
+                        pending=<0|1> [ctr=\"...\"] [regions=a,b,...] [fault=<action>]
+                      pending=1: another request was already queued when
+                      this one was read (the kernel did not wait for replies)
+  --fault RULE        TYPE:ACTION[:COUNT[:SKIP]] (repeatable); TYPE is a
+                      request name (IN_SYNC, FLUSH, ...) or 'any'; ACTION is
+                      late=MS, eagain, eagain-reply, ack-only, ack-error=N,
+                      error=N, too-much, short, bad-data-size, wrong-luid,
+                      wrong-type, drop or exit; COUNT 0: every time
+  --region-size N     answer GET_REGION_SIZE with N whatever the CTR says
+  --status TEXT       STATUS_INFO answer (default '1 ulog-test-server')
+  --user UID          drop to user and group UID once listening (its replies
+                      then come from an unprivileged sender)
+  --ready FILE        create FILE once listening
+  -h, --help          this help
+";
+
+struct Options {
+    trace: Option<String>,
+    rules: Vec<Rule>,
+    region_size: Option<u64>,
+    status: String,
+    user: Option<u32>,
+    ready: Option<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        trace: None,
+        rules: Vec::new(),
+        region_size: None,
+        status: "1 ulog-test-server".into(),
+        user: None,
+        ready: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--trace" => o.trace = Some(value()?),
+            "--fault" => o.rules.push(Rule::parse(&value()?)?),
+            "--region-size" => o.region_size = Some(value()?.parse().map_err(|_| "bad size")?),
+            "--status" => o.status = value()?,
+            "--user" => o.user = Some(value()?.parse().map_err(|_| "bad uid")?),
+            "--ready" => o.ready = Some(value()?),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown option {a} (see --help)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Drops to `uid` (and the same gid) for good.
+fn drop_privileges(uid: u32) -> io::Result<()> {
+    // SAFETY: setgroups/setgid/setuid take plain integers or a null list.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(uid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether another datagram is already queued on `sock`.
+fn pending(sock: &ConnectorSocket) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is writable for the one byte passed; MSG_PEEK leaves the
+    // queue as it is.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    n >= 0
+}
+
+/// One trace line for a request.
+fn trace_line(t0: Instant, h: &RequestHeader, data: &[u8], pending: bool) -> String {
+    let name = h.kind().map_or("UNKNOWN", RequestType::name);
+    let mut line = format!(
+        "t={} seq={} luid={} type={} size={} pending={}",
+        t0.elapsed().as_millis(),
+        h.seq,
+        h.luid,
+        name,
+        h.data_size,
+        u8::from(pending)
+    );
+    match h.kind() {
+        Some(RequestType::Ctr) => {
+            let text = String::from_utf8_lossy(data);
+            line += &format!(" ctr=\"{}\"", text.trim_end_matches('\0'));
+        }
+        Some(
+            RequestType::MarkRegion
+            | RequestType::ClearRegion
+            | RequestType::Flush
+            | RequestType::IsClean
+            | RequestType::InSync
+            | RequestType::SetRegionSync
+            | RequestType::IsRemoteRecovering,
+        ) => {
+            let regions: Vec<String> = ulog_proto::wire::payload_regions(data)
+                .into_iter()
+                .flatten()
+                .map(|r| r.to_string())
+                .collect();
+            line += &format!(" regions={}", regions.join(","));
+        }
+        _ => {}
+    }
+    line
+}
+
+/// Sends the reply to `h`, normal or spoilt by `fault`.
+fn reply(
+    sock: &ConnectorSocket,
+    h: &RequestHeader,
+    answer: (i32, Vec<u8>),
+    fault: Option<Action>,
+) -> io::Result<()> {
+    let (error, mut data) = answer;
+    let mut out = h.clone();
+    out.error = error;
+    match fault {
+        None | Some(Action::Late(_)) => {}
+        Some(Action::Eagain) => return sock.send_ack(h.seq, libc::EAGAIN as u32),
+        Some(Action::EagainReply) => {
+            out.error = -libc::EAGAIN;
+            data.clear();
+        }
+        Some(Action::AckOnly) => return sock.send_ack(h.seq, 0),
+        Some(Action::AckError(errno)) => return sock.send_ack(h.seq, errno),
+        Some(Action::Error(errno)) => {
+            out.error = -errno;
+            data.clear();
+        }
+        Some(Action::TooMuch) => data.extend_from_slice(&[0x5a; 64]),
+        Some(Action::Short) => data.truncate(data.len().saturating_sub(4)),
+        Some(Action::BadDataSize) => {
+            out.data_size = data.len() as u32 + 100;
+            let mut buf = vec![0u8; HEADER_SIZE];
+            out.encode(&mut buf);
+            buf.extend_from_slice(&data);
+            let cn = ulog_proto::wire::CnHeader::for_log(h.seq, 0, buf.len() as u16);
+            return sock.send_raw(&cn, &buf);
+        }
+        Some(Action::WrongLuid) => out.luid = out.luid.wrapping_add(1),
+        Some(Action::WrongType) => out.request_type = if out.request_type == 8 { 7 } else { 8 },
+        Some(Action::Drop) => return Ok(()),
+        Some(Action::Exit) => std::process::exit(3),
+    }
+    sock.send_reply(&out, &data)
+}
+
+fn run(mut o: Options) -> io::Result<()> {
+    let sock = ConnectorSocket::open(SocketOptions::default())?;
+    if let Some(uid) = o.user {
+        drop_privileges(uid)?;
+    }
+    let mut trace = match &o.trace {
+        Some(path) => Some(OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    if let Some(path) = &o.ready {
+        std::fs::write(path, b"")?;
+    }
+    let mut model = Model::new(o.region_size, o.status.clone());
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; RECV_BUFFER_SIZE];
+    loop {
+        let Received::Message(m) = sock.recv(&mut buf)? else {
+            continue;
+        };
+        if !m.sender.is_kernel() {
+            continue;
+        }
+        let (h, data) = match Message::parse(&m.cn, m.body) {
+            Ok(Message::Request { header, data }) => (header, data.to_vec()),
+            _ => continue,
+        };
+        let queued = pending(&sock);
+        let fault = faults::pick(&mut o.rules, h.kind());
+        if let Some(t) = trace.as_mut() {
+            let mut line = trace_line(t0, &h, &data, queued);
+            if let Some(f) = fault {
+                line += &format!(" fault={f:?}");
+            }
+            writeln!(t, "{line}")?;
+        }
+        if let Some(Action::Late(ms)) = fault {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let answer = match h.kind() {
+            Some(kind) => model.answer(&h.uuid, h.luid, kind, &data),
+            None => (model::EINVAL, Vec::new()),
+        };
+        if let Err(e) = reply(&sock, &h, answer, fault) {
+            eprintln!("ulog-test-server: reply to seq {} failed: {e}", h.seq);
+        }
+    }
+}
+
+fn main() {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ulog-test-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(o) {
+        eprintln!("ulog-test-server: {e}");
+        std::process::exit(1);
+    }
+}

@@ -14,6 +14,7 @@ out=${2:?usage: build-module.sh <kdir> <outdir> [make args]}
 shift 2
 
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 rsync -a --delete --exclude '*.o' --exclude '*.ko' --exclude '.*.cmd' \
 	--exclude 'bindings_generated.rs' \
 	"$TOP/Kbuild" "$TOP/VERSION" "$TOP/src" "$TOP/include" "$out/" 

@@ -138,6 +138,9 @@ pub(crate) struct UserspaceLog {
     clears: PooledQueue<u64>,
     hints: RecoveryHints,
     dropped_clears: AtomicU64,
+    /// Flushes that sent requests, and the round trips they waited for.
+    flushes: AtomicU64,
+    flush_round_trips: AtomicU64,
     noisy: Ratelimit,
 }
 
@@ -340,6 +343,8 @@ impl DirtyLog for UserspaceLog {
             clears <- PooledQueue::new(CLEAR_RESERVE),
             hints: RecoveryHints::new(),
             dropped_clears: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_round_trips: AtomicU64::new(0),
             noisy: Ratelimit::new(),
         }? Error))
     }
@@ -380,10 +385,12 @@ impl DirtyLog for UserspaceLog {
             .request(&mut lane, RequestType::Dtr, &[], &mut []);
         let (requests, round_trips, timeouts) = log.channel.counters();
         pr_info!(
-            "[{}] destroyed: {} requests in {} round trips, {} timeouts, {} clears dropped\n",
+            "[{}] destroyed: {} requests in {} round trips; {} flushes in {} round trips; {} timeouts, {} clears dropped\n",
             log.channel.id().short(),
             requests,
             round_trips,
+            log.flushes.load(Ordering::Relaxed),
+            log.flush_round_trips.load(Ordering::Relaxed),
             timeouts,
             log.dropped_clears.load(Ordering::Relaxed)
         );
@@ -443,7 +450,14 @@ impl DirtyLog for UserspaceLog {
             next: 0,
         };
         let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
+        let (requests_before, trips_before, _) = log.channel.counters();
         let r = log.send_plan(&mut lane, &mut plan);
+        let (requests_after, trips_after, _) = log.channel.counters();
+        if requests_after != requests_before {
+            log.flushes.fetch_add(1, Ordering::Relaxed);
+            log.flush_round_trips
+                .fetch_add(trips_after - trips_before, Ordering::Relaxed);
+        }
         {
             let mut marks = log.marks.lock();
             let Marks { pending, in_flight } = &mut *marks;

@@ -25,6 +25,12 @@ mode=$(arg mode)
 # Several arguments travel comma-separated.
 args=$(arg args | tr ',' ' ')
 
+# dmlu.env.NAME=VALUE on the command line becomes NAME=VALUE here.
+for word in $(cat /proc/cmdline); do
+	case "$word" in
+	dmlu.env.*=*) word=${word#dmlu.env.}; export "${word%%=*}=${word#*=}" ;;
+	esac
+done
 export DMLU_MODULE=/lib/modules/dmlu/rust/dm-log-userspace.ko
 export DMLU_C_MODULE=/lib/modules/dmlu/c/dm-log-userspace.ko
 export DM_DISABLE_UDEV=1

@@ -7,24 +7,29 @@
 # kernel log shows a splat. QEMU is never left running.
 #
 # Usage: scripts/guest.sh [--flavour debug|perf] [--series 6.12] [--tests t1,t2]
-#                         [--run 'cmd,arg,...'] [--timeout SECS] [--out DIR]
-#                         [--smp N] [--mem MB] [--kvm]
+#                         [--run 'cmd,arg,...'] [--env NAME=VALUE]... [--timeout SECS]
+#                         [--out DIR] [--smp N] [--mem MB] [--kvm]
+#
+# --env sets a variable in the guest's environment (tests read e.g.
+# DMLU_STRESS); values cannot hold spaces. --run takes a command whose
+# arguments are separated by commas.
 . "$(dirname "$0")/lib.sh"
 
 flavour=debug series=$KERNEL_SERIES mode=check args="" limit=3000
-smp=2 mem=2048 kvm=0 out=""
+smp=2 mem=2048 kvm=0 out="" envs=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--flavour) flavour=$2; shift ;;
 	--series) series=$2; shift ;;
 	--tests) args=$2; shift ;;
 	--run) mode=run; args=$2; shift ;;
+	--env) envs+=("$2"); shift ;;
 	--timeout) limit=$2; shift ;;
 	--out) out=$2; shift ;;
 	--smp) smp=$2; shift ;;
 	--mem) mem=$2; shift ;;
 	--kvm) kvm=1 ;;
-	-h|--help) sed -n '3,12p' "$0"; exit 0 ;;
+	-h|--help) sed -n '3,17p' "$0"; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 	shift
@@ -56,6 +61,7 @@ accel=(-accel tcg)
 [ "$kvm" = 1 ] && accel=(-enable-kvm -cpu host)
 cmdline="console=ttyS0 panic=-1 loglevel=7 dmlu.mode=$mode"
 [ -n "$args" ] && cmdline="$cmdline dmlu.args=$args"
+for e in "${envs[@]}"; do cmdline="$cmdline dmlu.env.$e"; done
 
 qemu_pid="" tail_pid=""
 cleanup() {

@@ -57,18 +57,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state over `transfer`. Local ids start at `salt`, a random
-    /// number: unique per instance, and not a kernel address.
+    /// Shared state over `transfer`. Local ids count up from `salt`, taken
+    /// below 2^63: unique per instance, and never equal to a canonical
+    /// kernel address (whose top bit is set), unlike the C module's.
     pub(crate) fn new(transfer: Arc<Transfer>, salt: u64) -> Self {
         Self {
             transfer,
-            next_luid: AtomicU64::new(salt),
+            next_luid: AtomicU64::new(salt >> 1),
         }
     }
 
     fn new_luid(&self) -> u64 {
         loop {
-            let luid = self.next_luid.fetch_add(1, Ordering::Relaxed);
+            let luid = self.next_luid.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> 1);
             if luid != 0 {
                 return luid;
             }

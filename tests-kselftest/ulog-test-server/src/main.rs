@@ -40,6 +40,8 @@ Options:
                       wrong-type, drop or exit; COUNT 0: every time
   --region-size N     answer GET_REGION_SIZE with N whatever the CTR says
   --status TEXT       STATUS_INFO answer (default '1 ulog-test-server')
+  --stall-resync      never hand out resync work (a 'sync' mirror stays out
+                      of sync, so the kernel keeps asking IS_REMOTE_RECOVERING)
   --user UID          drop to user and group UID once listening (its replies
                       then come from an unprivileged sender)
   --ready FILE        create FILE once listening
@@ -51,6 +53,7 @@ struct Options {
     rules: Vec<Rule>,
     region_size: Option<u64>,
     status: String,
+    stall_resync: bool,
     user: Option<u32>,
     ready: Option<String>,
 }
@@ -61,6 +64,7 @@ fn parse_args() -> Result<Options, String> {
         rules: Vec::new(),
         region_size: None,
         status: "1 ulog-test-server".into(),
+        stall_resync: false,
         user: None,
         ready: None,
     };
@@ -72,6 +76,7 @@ fn parse_args() -> Result<Options, String> {
             "--fault" => o.rules.push(Rule::parse(&value()?)?),
             "--region-size" => o.region_size = Some(value()?.parse().map_err(|_| "bad size")?),
             "--status" => o.status = value()?,
+            "--stall-resync" => o.stall_resync = true,
             "--user" => o.user = Some(value()?.parse().map_err(|_| "bad uid")?),
             "--ready" => o.ready = Some(value()?),
             "-h" | "--help" => {
@@ -196,17 +201,20 @@ fn reply(
 
 fn run(mut o: Options) -> io::Result<()> {
     let sock = ConnectorSocket::open(SocketOptions::default())?;
-    if let Some(uid) = o.user {
-        drop_privileges(uid)?;
-    }
     let mut trace = match &o.trace {
         Some(path) => Some(OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
+    // Files first, as an unprivileged server may not create them; the
+    // socket already listens, and no request comes before the caller sees
+    // the ready file.
     if let Some(path) = &o.ready {
         std::fs::write(path, b"")?;
     }
-    let mut model = Model::new(o.region_size, o.status.clone());
+    if let Some(uid) = o.user {
+        drop_privileges(uid)?;
+    }
+    let mut model = Model::new(o.region_size, o.status.clone(), o.stall_resync);
     let t0 = Instant::now();
     let mut buf = vec![0u8; RECV_BUFFER_SIZE];
     loop {

@@ -31,6 +31,8 @@ pub struct Model {
     pub region_size_override: Option<u64>,
     /// STATUS_INFO text.
     pub status: String,
+    /// Never hand out resync work: regions out of sync stay so.
+    pub stall_resync: bool,
 }
 
 /// A normal answer: `error` and reply data.
@@ -95,11 +97,12 @@ impl Log {
 
 impl Model {
     /// A model holding no log yet.
-    pub fn new(region_size_override: Option<u64>, status: String) -> Self {
+    pub fn new(region_size_override: Option<u64>, status: String, stall_resync: bool) -> Self {
         Self {
             logs: HashMap::new(),
             region_size_override,
             status,
+            stall_resync,
         }
     }
 
@@ -125,6 +128,7 @@ impl Model {
         }
         let override_size = self.region_size_override;
         let status = self.status.clone();
+        let stall_resync = self.stall_resync;
         let Some(log) = self.logs.get_mut(&key) else {
             return (ESRCH, Vec::new());
         };
@@ -160,7 +164,8 @@ impl Model {
             }
             RequestType::GetResyncWork => {
                 let found = (0..log.in_sync.len() as u64)
-                    .find(|r| !log.in_sync[*r as usize] && !log.recovering.contains(r));
+                    .find(|r| !log.in_sync[*r as usize] && !log.recovering.contains(r))
+                    .filter(|_| !stall_resync);
                 match found {
                     Some(r) => {
                         log.recovering.insert(r);
@@ -192,7 +197,7 @@ mod tests {
 
     #[test]
     fn serves_a_resync() {
-        let mut m = Model::default();
+        let mut m = Model::new(None, String::new(), false);
         let u = uuid();
         let ctr = b"4096 clustered-core 1024 sync\0";
         assert_eq!(m.answer(&u, 1, RequestType::Ctr, ctr).0, 0);
@@ -219,7 +224,7 @@ mod tests {
 
     #[test]
     fn marks_and_clears() {
-        let mut m = Model::default();
+        let mut m = Model::new(None, String::new(), false);
         let u = uuid();
         m.answer(&u, 1, RequestType::Ctr, b"2048 core 1024 nosync");
         m.answer(&u, 1, RequestType::MarkRegion, &words(0, 1));

@@ -1,0 +1,85 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The requests a flush sends, as the server sees them: marks and clears in
+# groups of at most 32 regions, all of a flush in flight at once, a FLUSH
+# only when marks were sent, a lazy FLUSH 3 s after clears sent alone (not
+# cancelled by more clears-only flushes, unlike the C module), and with
+# integrated_flush the marks inside FLUSH requests.
+
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_trace.sh"
+require_env dmsetup losetup ulog-test-server
+
+ktap_print_header
+ktap_set_plan 10
+trap cleanup_all EXIT
+
+load_module
+rm -f "$TRACE"
+# A slow first FLUSH holds the mirror's thread while a 40-region write
+# queues up behind it; slow resync steps make the resync last ~8 s.
+start_test_server --fault FLUSH:late=3000:1 --fault SET_REGION_SYNC:late=60
+make_legs 4 64
+ALL=("${LEGS[@]}")
+S=131072
+
+# awk over one log's trace: t (ms), ty (type), n (regions) per line.
+trace_awk() {
+	local luid=$1; shift
+	trace_of "$luid" | awk '{
+		t = substr($1, 3) + 0; ty = substr($4, 6); n = 0
+		for (i = 5; i <= NF; i++) if ($i ~ /^regions=./) n = split(substr($i, 9), _, ",")
+	} '"$*"
+}
+
+LEGS=("${ALL[@]:0:2}")
+dmsetup create dmlu-fa --table "$(mirror_table $S "dmlu-flush-a clustered-core 1024 nosync")"
+a=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
+dd if=/dev/zero of=/dev/mapper/dmlu-fa bs=4k count=1 oflag=direct status=none &
+first=$!
+sleep 1
+dd if=/dev/urandom of=/dev/mapper/dmlu-fa bs=20M count=1 seek=1 oflag=direct status=none
+wait "$first"
+sleep 5
+
+check "40 regions marked in one flush: MARK_REGION of 32 and of 8, then one FLUSH" \
+	trace_awk "$a" '{ s = s ty ":" n " " } END { exit index(s, "MARK_REGION:32 MARK_REGION:8 FLUSH:0 ") == 0 }'
+check "no mark or clear group holds more than 32 regions" \
+	trace_awk "$a" '(ty == "MARK_REGION" || ty == "CLEAR_REGION") && n > 32 { bad = 1 } END { exit bad }'
+check "the flush's requests were all in flight at once (server saw them queued)" \
+	trace_awk "$a" 'ty == "MARK_REGION" && n == 32 && $6 == "pending=1" { ok = 1 } END { exit !ok }'
+check "the 40 clears went in groups too" \
+	trace_awk "$a" 'ty == "CLEAR_REGION" && n > 1 { ok = 1 } END { exit !ok }'
+check "a FLUSH is sent only when marks were, or lazily 2.5 s or more after clears" \
+	trace_awk "$a" 'ty == "MARK_REGION" { m = 1 } ty == "CLEAR_REGION" { tc = t }
+		ty == "FLUSH" { if (!m && t - tc < 2500) bad = 1; m = 0 } END { exit bad }'
+check "clears alone got their lazy FLUSH 2.5 to 6 s later" \
+	trace_awk "$a" 'ty == "CLEAR_REGION" { tc = t; c = 1; next }
+		ty == "FLUSH" && c && t - tc >= 2500 && t - tc <= 6000 { ok = 1 } { c = 0 } END { exit !ok }'
+
+LEGS=("${ALL[@]:2:2}")
+dmsetup create dmlu-fb --table "$(mirror_table $S "dmlu-flush-b integrated_flush clustered-core 1024 sync")"
+b=$(luids_of_ctr "$S clustered-core 1024 sync" | tail -n1)
+wait_sync dmlu-fb 60
+check "integrated_flush: the resync's clears keep getting lazy FLUSHes (never cancelled)" \
+	trace_awk "$b" 'ty == "CLEAR_REGION" { if (!first) first = t; last = t }
+		ty == "FLUSH" && n == 0 { f[++nf] = t }
+		END { for (i = 1; i <= nf; i++) if (f[i] > first && f[i] < last) ok = 1
+		      exit !(ok && last - first > 4000) }'
+dd if=/dev/urandom of=/dev/mapper/dmlu-fb bs=1M count=4 seek=8 oflag=direct status=none
+sleep 1
+check "integrated_flush: no MARK_REGION is ever sent" \
+	test "$(count_type "$b" MARK_REGION)" = 0
+check "integrated_flush: the marks travel in FLUSH requests" \
+	trace_awk "$b" 'ty == "FLUSH" && n > 0 { ok = 1 } END { exit !ok }'
+dmsetup remove dmlu-fa
+dmsetup remove dmlu-fb
+both_identical() {
+	LEGS=("${ALL[@]:0:2}"); legs_identical || return 1
+	LEGS=("${ALL[@]:2:2}"); legs_identical
+}
+check "both mirrors' legs are identical" both_identical
+LEGS=("${ALL[@]}")
+
+ktap_finished

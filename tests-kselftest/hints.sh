@@ -1,0 +1,93 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# When the log answers without asking: IS_REMOTE_RECOVERING is asked at most
+# once per 250 ms per log (the C module shares one limit between all logs),
+# not at all below the in-sync hint; once every region is known in sync,
+# GET_RESYNC_WORK is not asked either; a resume forgets the hint.
+
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_trace.sh"
+require_env dmsetup losetup ulog-test-server
+
+ktap_print_header
+ktap_set_plan 6
+trap cleanup_all EXIT
+
+load_module
+make_legs 6 16
+ALL=("${LEGS[@]}")
+S=32768
+rm -f "$TRACE"
+# Regions stay out of sync: writes keep asking IS_REMOTE_RECOVERING.
+start_test_server --stall-resync
+
+LEGS=("${ALL[@]:0:2}")
+dmsetup create dmlu-ha --table "$(mirror_table $S "dmlu-hint-a clustered-core 1024 sync")"
+LEGS=("${ALL[@]:2:2}")
+dmsetup create dmlu-hb --table "$(mirror_table $S "dmlu-hint-b clustered-core 1024 sync")"
+luids=($(luids_of_ctr "$S clustered-core 1024 sync"))
+
+# Writers on both mirrors for 4 s.
+writer() {
+	local end=$((SECONDS + 4)) i=0
+	while [ $SECONDS -lt $end ]; do
+		dd if=/dev/zero of="/dev/mapper/$1" bs=4k count=1 seek=$((i % 32 * 128)) \
+			oflag=direct status=none
+		i=$((i + 1))
+	done
+}
+writer dmlu-ha &
+wa=$!
+writer dmlu-hb &
+wb=$!
+wait "$wa" "$wb"
+
+# Query times (ms) of one log.
+queries() { trace_of "$1" | awk '$4 == "type=IS_REMOTE_RECOVERING" {print substr($1, 3)}'; }
+spaced() {
+	local luid
+	for luid in "${luids[@]}"; do
+		queries "$luid" | awk 'NR > 1 && $1 - p < 200 {bad = 1} {p = $1; n++}
+			END {exit bad || n < 3}' || return 1
+	done
+}
+check "each log asks IS_REMOTE_RECOVERING repeatedly, never twice within 250 ms" spaced
+independent() {
+	{ queries "${luids[0]}" | sed 's/$/ a/'; queries "${luids[1]}" | sed 's/$/ b/'; } |
+		sort -n | awk 'NR > 1 && $2 != pl && $1 - pt < 200 {ok = 1} {pt = $1; pl = $2}
+			END {exit !ok}'
+}
+check "the limit is per log: two logs are asked within 250 ms of each other" independent
+
+# In sync: no more queries of either kind.
+stop_test_server
+start_test_server
+LEGS=("${ALL[@]:4:2}")
+dmsetup create dmlu-hc --table "$(mirror_table $S "dmlu-hint-c clustered-core 1024 nosync")"
+c=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
+dd if=/dev/zero of=/dev/mapper/dmlu-hc bs=4k count=1 oflag=direct status=none
+sleep 1
+before=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
+for i in $(seq 20); do
+	dd if=/dev/zero of=/dev/mapper/dmlu-hc bs=4k count=1 seek=$((i * 128)) oflag=direct status=none
+done
+sleep 1
+after=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
+check "in sync: 20 writes ask neither IS_REMOTE_RECOVERING nor GET_RESYNC_WORK" test "$before" = "$after"
+check "... and at least one was asked before the hint was known" test "$before" -gt 0
+
+dmsetup suspend dmlu-hc
+dmsetup resume dmlu-hc
+dd if=/dev/zero of=/dev/mapper/dmlu-hc bs=4k count=1 seek=256 oflag=direct status=none
+sleep 1
+resumed=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
+check "a resume forgets the hint: the server is asked again" test "$resumed" -gt "$after"
+
+LEGS=("${ALL[@]}")
+dmsetup remove dmlu-ha
+dmsetup remove dmlu-hb
+dmsetup remove dmlu-hc
+check "all mirrors removed" bash -c '! dmsetup ls | grep -q dmlu-h'
+
+ktap_finished

@@ -1,0 +1,73 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The server goes away and comes back: the kernel finds no listener (or a
+# new server that does not know the log and answers -ESRCH), replays CTR and
+# RESUME every 2 s until a server answers, then retries the request; the
+# writes that waited complete and the mirror stays consistent.
+
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_trace.sh"
+require_env dmsetup losetup ulog-test-server
+
+ktap_print_header
+ktap_set_plan 10
+trap cleanup_all EXIT
+
+load_module
+make_legs 2 16
+S=32768
+rm -f "$TRACE"
+start_test_server
+dmsetup create dmlu-rc --table "$(mirror_table $S "dmlu-rc-1 clustered-core 1024 nosync")"
+luid=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
+
+# 1. No server at all when the writes come.
+stop_test_server
+mark_log
+rm -f "$WORK/written"
+( dd if=/dev/urandom of=/dev/mapper/dmlu-rc bs=1M count=4 oflag=direct status=none \
+	&& touch "$WORK/written" ) &
+writer=$!
+sleep 5
+waiting() { [ ! -e "$WORK/written" ] && log_has "rc-1\] userspace log server not found"; }
+check "with no server the writes wait, and the log says so" waiting
+mv "$TRACE" "$WORK/trace.before"
+start_test_server
+wait "$writer"
+check "once a server is back the writes complete" test -e "$WORK/written"
+replayed() {
+	[ "$(trace_of "$luid" | awk '{sub("type=", "", $4); print $4}' | head -n2 | tr '\n' ' ')" = "CTR RESUME " ]
+}
+check "the new server got CTR then RESUME, for the same log (luid)" replayed
+same_ctr() { grep " luid=$luid type=CTR " "$TRACE" | grep -q "ctr=\"$S clustered-core 1024 nosync\""; }
+check "... with the same CTR string" same_ctr
+check "... then the waiting request and the rest" \
+	bash -c "grep -q ' luid=$luid type=MARK_REGION ' '$TRACE' || grep -q ' luid=$luid type=FLUSH ' '$TRACE'"
+check "the kernel log tells of the reconnection" log_has "rc-1\] reconnected to userspace log server"
+
+# 2. The server dies holding a request: after the 15 s resend a new server,
+# which does not know the log, answers -ESRCH and gets CTR and RESUME.
+stop_test_server
+start_test_server --fault MARK_REGION:exit:1
+mark_log
+rm -f "$WORK/written"
+( dd if=/dev/urandom of=/dev/mapper/dmlu-rc bs=1M count=4 seek=8 oflag=direct status=none \
+	&& touch "$WORK/written" ) &
+writer=$!
+sleep 3
+TS_PID=""
+start_test_server
+wait "$writer"
+check "a server crash holding a request: the writes still complete" test -e "$WORK/written"
+timed_out_then_replayed() {
+	log_has "request timed out: \[MARK_REGION/" && log_has "rc-1\] reconnected to userspace log server"
+}
+check "... after a timeout, a -ESRCH answer and a replayed CTR and RESUME" timed_out_then_replayed
+
+dmsetup remove dmlu-rc
+check "the legs are identical" legs_identical
+check "no request was lost: each one the writers sent was answered" \
+	bash -c "! dmesg | grep -q 'flush failed'"
+
+ktap_finished

@@ -1,0 +1,109 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Bad replies from the server get a clear log line and an error for that
+# request, never a crash or a wrong answer: EAGAIN (as an ack or in the
+# error field) resends; an ack without the data, too much or too little
+# data, a data_size that disagrees with the message, an odd errno, all fail
+# the request; a reply naming another log is ignored; a reply later than
+# the 15 s resend is dropped and the resent request answered; replies from
+# a process without CAP_SYS_ADMIN are ignored.
+#
+# `dmsetup status` asks GET_SYNC_COUNT (a failure shows as 0 regions in
+# sync) and STATUS_INFO (a failure shows as "userspace 1 COM_FAILURE").
+
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_trace.sh"
+require_env dmsetup losetup ulog-test-server
+
+ktap_print_header
+ktap_set_plan 20
+trap cleanup_all EXIT
+
+load_module
+make_legs 2 16
+S=32768
+n=0
+
+# scenario [fault rules...]: a fresh mirror, served by a server that applies
+# the rules; sets LUID. GET_SYNC_COUNT rules skip the one the table load asks.
+scenario() {
+	dmsetup remove dmlu-rf 2>/dev/null
+	stop_test_server
+	rm -f "$TRACE"
+	local r rules=()
+	for r in "$@"; do rules+=(--fault "$r"); done
+	start_test_server "${rules[@]}"
+	n=$((n + 1))
+	dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-$n clustered-core 1024 nosync")"
+	LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
+	mark_log
+}
+in_sync_count() { [ "$(sync_of dmlu-rf)" = "$1/32" ]; }
+status_is() { dmsetup status dmlu-rf | grep -q -- " $1\$"; }
+
+scenario STATUS_INFO:eagain:2
+check "EAGAIN acks: the request is resent until answered" status_is "1 ulog-test-server"
+check "... three STATUS_INFO requests seen" test "$(count_type "$LUID" STATUS_INFO)" = 3
+
+scenario STATUS_INFO:eagain-reply:1
+check "-EAGAIN in the error field resends too" status_is "1 ulog-test-server"
+
+scenario GET_SYNC_COUNT:ack-only:1:1
+check "ack without the data: request fails (0 in sync)" in_sync_count 0
+check "... logged" log_has "bad reply to GET_SYNC_COUNT: 0 bytes of data"
+check "... and the next request works again" in_sync_count 32
+
+scenario GET_SYNC_COUNT:too-much:1:1
+check "72 bytes for an 8-byte answer: request fails" in_sync_count 0
+check "... logged as insufficient space" log_has "insufficient space to receive package \[GET_SYNC_COUNT\] \(72 vs 8\)"
+
+scenario GET_SYNC_COUNT:short:1:1
+check "4 bytes for an 8-byte answer: request fails" bash -c \
+	'dmsetup status dmlu-rf | grep -q " 0/32 "'
+check "... logged" log_has "bad reply to GET_SYNC_COUNT: 4 bytes of data"
+
+scenario GET_SYNC_COUNT:bad-data-size:1:1
+check "data_size beyond the message: request fails" in_sync_count 0
+check "... logged" log_has "bad reply to GET_SYNC_COUNT: data_size 108 but 8 bytes of data"
+
+scenario GET_SYNC_COUNT:ack-error=70000:1:1
+odd_errno() { in_sync_count 0 && log_has "ack with errno 70000"; }
+check "ack with errno 70000: request fails, logged" odd_errno
+
+scenario STATUS_INFO:error=5:1
+check "server error: status says userspace 1 COM_FAILURE" status_is "userspace 1 COM_FAILURE"
+
+scenario STATUS_INFO:wrong-luid:1
+check "a reply naming another log is ignored; the resent request is answered" \
+	status_is "1 ulog-test-server"
+check "... logged, with the timeout and resend" bash -c \
+	'dmesg | grep -q "names another log" && dmesg | grep -q "request timed out: \[STATUS_INFO/"'
+
+scenario GET_SYNC_COUNT:late=17000:1:1
+check "a reply after the 15 s resend is dropped; the resent request answered" in_sync_count 32
+check "... logged as a timeout" log_has "request timed out: \[GET_SYNC_COUNT/"
+
+# Only an unprivileged server listens: its replies are ignored, the load
+# waits; a privileged server then answers the resent CTR.
+dmsetup remove dmlu-rf 2>/dev/null
+stop_test_server
+mark_log
+start_test_server --user 65534
+( dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-unpriv clustered-core 1024 nosync")" \
+	&& touch "$WORK/created" ) &
+creator=$!
+sleep 3
+unpriv_ignored() { log_has "without CAP_SYS_ADMIN" && [ ! -e "$WORK/created" ]; }
+check "replies from a process without CAP_SYS_ADMIN are ignored" unpriv_ignored
+unpriv=$TS_PID
+TS_PID=""
+start_test_server
+wait_for_file "$WORK/created" 30
+check "... the load completes once a privileged server answers" test -e "$WORK/created"
+wait "$creator"
+kill "$unpriv" 2>/dev/null
+wait "$unpriv" 2>/dev/null
+rm -f "$WORK/created"
+
+ktap_finished

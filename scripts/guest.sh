@@ -36,6 +36,8 @@ while [ $# -gt 0 ]; do
 done
 out=${out:-$TOP/out/$series-$flavour}
 mkdir -p "$out"
+# Absolute: the kselftest install below runs make -C in the kernel tree.
+out=$(cd "$out" && pwd)
 
 kbuild=$("$TOP/scripts/kernel.sh" "$flavour" "$series")
 ksrc=$(readlink -f "$kbuild/source")
@@ -92,7 +94,7 @@ elapsed=$(($(date +%s) - start))
 
 fail=()
 [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ] && fail+=("wall-clock limit of ${limit}s reached")
-done_line=$(grep -a '^DMLU-GUEST-DONE' "$ktap" | tail -n1 || true)
+done_line=$(grep -a '^DMLU-GUEST-DONE' "$ktap" | tail -n1 | tr -d '\r' || true)
 if [ -z "$done_line" ]; then
 	fail+=("the guest did not finish (panic, hang or limit)")
 	grep -a -m1 -E 'Kernel panic' "$console" >&2 || true

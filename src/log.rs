@@ -22,7 +22,7 @@ use crate::region_set::{words_for, RegionSet};
 use crate::spinlock_irq::{new_spinlock_irq, SpinLockIrq};
 use crate::table_args::{ctr_server_args, write_table_line, TableArgs};
 use crate::time::{jiffies, msecs_to_jiffies, msleep};
-use crate::transfer::{Channel, Lane, LogId, Transfer, WINDOW};
+use crate::transfer::{Channel, GroupFailure, Lane, LogId, Transfer, WINDOW};
 use crate::wire::{
     payload_i64, payload_u64, put_words, RequestType, MAX_DEVICE_NAME, MAX_GROUP_REGIONS,
     MAX_REQUEST_PAYLOAD,
@@ -257,7 +257,11 @@ impl UserspaceLog {
     }
 
     /// Sends the requests of a flush plan: a window at a time, all in flight
-    /// together; after a failure, one by one from the failed request on.
+    /// together. After a failure it goes on one request at a time, as the C
+    /// module would have from that request: a refused group of clears or
+    /// marks is sent again one region per request, a refused FLUSH fails the
+    /// flush, an unanswered request is sent again; then the requests after
+    /// it, as the server may have handled them before it.
     fn send_plan(&self, lane: &mut Lane, plan: &mut impl Iterator<Item = Group>) -> Result {
         loop {
             lane.clear_groups();
@@ -270,34 +274,48 @@ impl UserspaceLog {
             if n == 0 {
                 return Ok(());
             }
-            if let Err(first) = self.channel.send_groups(lane) {
-                for i in first..n {
+            let first = match self.channel.send_groups(lane) {
+                Ok(()) => continue,
+                Err(GroupFailure::Unanswered(i)) => i,
+                Err(GroupFailure::Refused(i, e)) => {
                     let g = lane.groups()[i];
-                    self.send_group_slowly(lane, &g)?;
+                    self.after_refusal(lane, &g, e)?;
+                    i + 1
                 }
-                for g in plan {
-                    self.send_group_slowly(lane, &g)?;
-                }
-                return Ok(());
+            };
+            for i in first..n {
+                let g = lane.groups()[i];
+                self.send_group_slowly(lane, &g)?;
             }
+            for g in plan {
+                self.send_group_slowly(lane, &g)?;
+            }
+            return Ok(());
         }
     }
 
-    /// Sends one group, waiting for its reply; if a group of clears or marks
-    /// fails, sends its regions one per request.
+    /// Sends one group, waiting for its reply (and resending it as long as
+    /// it gets none).
     fn send_group_slowly(&self, lane: &mut Lane, g: &Group) -> Result {
         let mut bytes = [0u8; MAX_GROUP_REGIONS * 8];
         let len = put_words(&mut bytes, g.regions()).ok_or(EINVAL)?;
         match self.do_request(lane, g.kind, &bytes[..len], &mut []) {
             Ok(_) => Ok(()),
-            Err(_) if g.kind != RequestType::Flush && g.regions().len() > 1 => {
-                for r in g.regions() {
-                    self.do_request(lane, g.kind, &r.to_ne_bytes(), &mut [])?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) => self.after_refusal(lane, g, e),
         }
+    }
+
+    /// What follows the server refusing group `g` with `e`: a group of
+    /// several clears or marks is sent again one region per request (a
+    /// server may not take groups); anything else fails the flush.
+    fn after_refusal(&self, lane: &mut Lane, g: &Group, e: Error) -> Result {
+        if g.kind == RequestType::Flush || g.regions().len() < 2 {
+            return Err(e);
+        }
+        for r in g.regions() {
+            self.do_request(lane, g.kind, &r.to_ne_bytes(), &mut [])?;
+        }
+        Ok(())
     }
 }
 
@@ -480,7 +498,9 @@ impl DirtyLog for UserspaceLog {
             }
             Ok(()) => {}
             Err(e) => {
-                pr_err!("[{}] flush failed: {:?}\n", log.channel.id().short(), e);
+                if log.noisy.allow() {
+                    pr_err!("[{}] flush failed: {:?}\n", log.channel.id().short(), e);
+                }
                 log.raise_event();
             }
         }

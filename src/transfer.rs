@@ -312,6 +312,49 @@ impl Handler for Arc<Transfer> {
     }
 }
 
+/// A channel's share of the waiting list: [`WINDOW`] entries, given back
+/// when dropped (also when the channel is never built).
+///
+/// # Invariants
+///
+/// `WINDOW` of `transfer`'s `reserved` entries belong to this value.
+struct WindowReservation {
+    transfer: Arc<Transfer>,
+}
+
+impl WindowReservation {
+    fn new(transfer: Arc<Transfer>) -> Result<Self> {
+        {
+            let mut waiting = transfer.waiting.lock();
+            let want = waiting.reserved + WINDOW;
+            let len = waiting.entries.len();
+            if len < want {
+                waiting.entries.extend_with(want - len, None, GFP_KERNEL)?;
+            }
+            waiting.reserved = want;
+        }
+        // INVARIANT: the table grew by a window this value now owns.
+        Ok(Self { transfer })
+    }
+}
+
+impl Drop for WindowReservation {
+    fn drop(&mut self) {
+        let mut waiting = self.transfer.waiting.lock();
+        waiting.reserved = waiting.reserved.saturating_sub(WINDOW);
+    }
+}
+
+/// Why the groups sent by [`Channel::send_groups`] did not all succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GroupFailure {
+    /// Group `index` got no usable answer (a timeout, `EAGAIN`, or it was
+    /// never sent): it must be sent again, and every group after it.
+    Unanswered(usize),
+    /// The server answered group `index` with this error.
+    Refused(usize, Error),
+}
+
 /// How waiting for a reply ended.
 enum Wait {
     Done(Outcome),
@@ -319,9 +362,10 @@ enum Wait {
 }
 
 /// The requests of one log: its identity and its lane.
-#[pin_data(PinnedDrop)]
+#[pin_data]
 pub(crate) struct Channel {
     transfer: Arc<Transfer>,
+    _window: WindowReservation,
     id: LogId,
     #[pin]
     lane: Mutex<Lane>,
@@ -370,18 +414,10 @@ impl Channel {
         for _ in 0..WINDOW {
             slots.push(Slot::new(&id)?, GFP_KERNEL)?;
         }
-        {
-            let mut waiting = transfer.waiting.lock();
-            let want = waiting.reserved + WINDOW;
-            let len = waiting.entries.len();
-            if len < want {
-                waiting.entries.extend_with(want - len, None, GFP_KERNEL)?;
-            }
-            // INVARIANT: the table has an entry for this window too.
-            waiting.reserved = want;
-        }
+        let window = WindowReservation::new(transfer.clone())?;
         Ok(try_pin_init!(Self {
             transfer,
+            _window: window,
             id,
             lane <- new_mutex!(
                 Lane {
@@ -451,10 +487,10 @@ impl Channel {
     }
 
     /// Sends `lane.groups` back to back and waits for all their replies.
-    /// `Ok` if every group succeeded at its first attempt; otherwise the index
-    /// of the first that did not (all later ones were waited for too, so the
-    /// caller may resend from there).
-    pub(crate) fn send_groups(&self, lane: &mut Lane) -> core::result::Result<(), usize> {
+    /// `Ok` if every group succeeded at its first attempt; otherwise the
+    /// first that did not and why. Every later group was waited for too, so
+    /// the caller may go on from there as if it had sent them one by one.
+    pub(crate) fn send_groups(&self, lane: &mut Lane) -> core::result::Result<(), GroupFailure> {
         let n = lane.ngroups;
         let mut seqs = [0u32; WINDOW];
         let mut sent = 0;
@@ -472,18 +508,22 @@ impl Channel {
         if sent > 0 {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
-        let mut first_failed = (sent < n).then_some(sent);
+        let mut first_failed = (sent < n).then_some(GroupFailure::Unanswered(sent));
         let in_flight = lane.groups[..sent].iter().zip(&lane.slots).zip(&seqs);
         for (i, ((g, slot), &seq)) in in_flight.enumerate() {
-            let ok = match self.wait(slot, seq) {
-                Wait::Done(outcome) => self.result(slot, g.kind, outcome, &mut []).is_ok(),
+            let failure = match self.wait(slot, seq) {
+                Wait::Done(outcome) if is_eagain(outcome) => Some(GroupFailure::Unanswered(i)),
+                Wait::Done(outcome) => self
+                    .result(slot, g.kind, outcome, &mut [])
+                    .err()
+                    .map(|e| GroupFailure::Refused(i, e)),
                 Wait::TimedOut => {
                     self.report_timeout(g.kind, seq);
-                    false
+                    Some(GroupFailure::Unanswered(i))
                 }
             };
-            if !ok && first_failed.is_none() {
-                first_failed = Some(i);
+            if first_failed.is_none() {
+                first_failed = failure;
             }
         }
         first_failed.map_or(Ok(()), Err)
@@ -602,13 +642,15 @@ impl Channel {
         let size = kind.reply_size();
         if !size.accepts(len, reply.len()) {
             if len > reply.len() {
-                pr_err!(
-                    "[{}] insufficient space to receive package [{}] ({} vs {})\n",
-                    self.id.short(),
-                    kind.name(),
-                    len,
-                    reply.len()
-                );
+                if self.transfer.noisy.allow() {
+                    pr_err!(
+                        "[{}] insufficient space to receive package [{}] ({} vs {})\n",
+                        self.id.short(),
+                        kind.name(),
+                        len,
+                        reply.len()
+                    );
+                }
                 return Err(ENOSPC);
             }
             return self
@@ -634,14 +676,6 @@ impl Channel {
             );
         }
         Err(EPROTO())
-    }
-}
-
-#[pinned_drop]
-impl PinnedDrop for Channel {
-    fn drop(self: Pin<&mut Self>) {
-        let mut waiting = self.transfer.waiting.lock();
-        waiting.reserved = waiting.reserved.saturating_sub(WINDOW);
     }
 }
 

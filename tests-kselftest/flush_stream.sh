@@ -12,22 +12,28 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 10
+ktap_set_plan 14
 trap cleanup_all EXIT
 
 load_module
 rm -f "$TRACE"
 # A slow first FLUSH holds the mirror's thread while a 40-region write
-# queues up behind it; slow resync steps make the resync last ~8 s.
-start_test_server --fault FLUSH:late=3000:1 --fault SET_REGION_SYNC:late=60
-make_legs 4 64
+# queues up behind it; the slow first group of its marks lets the server see
+# whether the rest was sent without waiting; a slow second CLEAR lets the
+# other clears pile up; slow resync steps make the resync last ~8 s.
+start_test_server --fault FLUSH:late=3000:1 --fault MARK_REGION:late=500:1:1 \
+	--fault CLEAR_REGION:late=1000:1:1 --fault SET_REGION_SYNC:late=60
+make_legs 6 64
 ALL=("${LEGS[@]}")
 S=131072
 
 # awk over one log's trace: t (ms), ty (type), n (regions) per line.
+# Extra `-v name=value` options may come before the program.
 trace_awk() {
-	local luid=$1; shift
-	trace_of "$luid" | awk '{
+	local luid=$1 opts=()
+	shift
+	while [ "$1" = -v ]; do opts+=(-v "$2"); shift 2; done
+	trace_of "$luid" | awk "${opts[@]}" '{
 		t = substr($1, 3) + 0; ty = substr($4, 6); n = 0
 		for (i = 5; i <= NF; i++) if ($i ~ /^regions=./) n = split(substr($i, 9), _, ",")
 	} '"$*"
@@ -47,7 +53,7 @@ check "40 regions marked in one flush: MARK_REGION of 32 and of 8, then one FLUS
 	trace_awk "$a" '{ s = s ty ":" n " " } END { exit index(s, "MARK_REGION:32 MARK_REGION:8 FLUSH:0 ") == 0 }'
 check "no mark or clear group holds more than 32 regions" \
 	trace_awk "$a" '(ty == "MARK_REGION" || ty == "CLEAR_REGION") && n > 32 { bad = 1 } END { exit bad }'
-check "the flush's requests were all in flight at once (server saw them queued)" \
+check "the flush's requests were all in flight at once (sent before the first was answered)" \
 	trace_awk "$a" 'ty == "MARK_REGION" && n == 32 && $6 == "pending=1" { ok = 1 } END { exit !ok }'
 check "the 40 clears went in groups too" \
 	trace_awk "$a" 'ty == "CLEAR_REGION" && n > 1 { ok = 1 } END { exit !ok }'
@@ -73,6 +79,36 @@ check "integrated_flush: no MARK_REGION is ever sent" \
 	test "$(count_type "$b" MARK_REGION)" = 0
 check "integrated_flush: the marks travel in FLUSH requests" \
 	trace_awk "$b" 'ty == "FLUSH" && n > 0 { ok = 1 } END { exit !ok }'
+# A flush with marks commits earlier clears: the pending lazy FLUSH goes.
+LEGS=("${ALL[@]:4:2}")
+dmsetup create dmlu-fc --table "$(mirror_table $S "dmlu-flush-c clustered-core 1024 nosync")"
+c=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
+dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 oflag=direct status=none
+tc=$(wait_trace "$c" CLEAR_REGION 5 0)
+sleep 1
+dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=1024 oflag=direct status=none
+sleep 5
+cancelled() {
+	trace_awk "$c" -v tc="$tc" 'ty == "FLUSH" && t > tc + 2600 && t < tc + 3600 { bad = 1 } END { exit bad }'
+}
+check "a flush with marks cancels the pending lazy FLUSH" cancelled
+check "... and the next clears get theirs" \
+	trace_awk "$c" -v tc="$tc" 'ty == "FLUSH" && t > tc + 3600 { ok = 1 } END { exit !ok }'
+
+dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=2048 oflag=direct status=none
+tc=$(wait_trace "$c" CLEAR_REGION 5 16)
+dmsetup suspend dmlu-fc
+early_flush_before() {
+	trace_awk "$c" -v tc="$tc" -v until="$1" 'ty == "FLUSH" && t >= tc && t < tc + 2500 { f = 1 }
+		ty == until && t >= tc { exit !f } END { exit !f }'
+}
+check "suspend runs the pending lazy FLUSH before POSTSUSPEND" early_flush_before POSTSUSPEND
+dmsetup resume dmlu-fc
+dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=3072 oflag=direct status=none
+tc=$(wait_trace "$c" CLEAR_REGION 5 24)
+dmsetup remove dmlu-fc
+check "removal runs the pending lazy FLUSH before DTR" early_flush_before DTR
+
 dmsetup remove dmlu-fa
 dmsetup remove dmlu-fb
 both_identical() {

@@ -11,7 +11,7 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 6
+ktap_set_plan 7
 trap cleanup_all EXIT
 
 load_module
@@ -59,6 +59,11 @@ independent() {
 			END {exit !ok}'
 }
 check "the limit is per log: two logs are asked within 250 ms of each other" independent
+
+# Mapping a read cannot block: in_sync says EWOULDBLOCK and the mirror's
+# thread asks the server instead.
+dd if=/dev/mapper/dmlu-ha of=/dev/null bs=4k count=1 skip=$((5 * 128)) iflag=direct status=none
+check "a read of a region out of sync is answered through IN_SYNC" wait_trace "${luids[0]}" IN_SYNC 5 5
 
 # In sync: no more queries of either kind.
 stop_test_server

@@ -25,5 +25,25 @@ luids_of_ctr() {
 	grep " type=CTR " "$TRACE" | grep -- "$1" | awk '{sub("luid=", "", $3); print $3}'
 }
 
+# wait_trace LUID TYPE SECONDS [REGION]: wait until the log sent a request
+# of TYPE (carrying REGION); prints its time (ms).
+wait_trace() {
+	local i line
+	for i in $(seq "$(($3 * 10))"); do
+		line=$(trace_of "$1" | grep " type=$2 " |
+			grep -E "${4:+regions=([0-9]+,)*$4(,|\$| )}" | head -n1)
+		[ -n "$line" ] && { field "$line" t; return 0; }
+		sleep 0.1
+	done
+	return 1
+}
+
+# region_counts LUID TYPE: the number of regions of each request of TYPE.
+region_counts() {
+	trace_of "$1" | awk -v ty="type=$2" '$4 == ty {
+		n = 0; for (i = 5; i <= NF; i++) if ($i ~ /^regions=./) n = split(substr($i, 9), _, ",")
+		printf "%d ", n }'
+}
+
 # line_of LUID TYPE: trace line number of the first request of TYPE.
 line_of() { grep -n " luid=$1 type=$2 " "$TRACE" | head -n1 | cut -d: -f1; }

@@ -12,9 +12,10 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 20
+ktap_set_plan 23
 trap cleanup_all EXIT
 
+leaks_reset
 load_module
 make_legs 2 16
 S=32768
@@ -32,6 +33,11 @@ check "... with a message saying why" log_has "too few arguments \(2\)"
 long=$(printf 'u%.0s' $(seq 129))
 check "a 129-byte uuid is refused" fails create "$long clustered-core 1024"
 check "... with a message saying why" log_has "uuid is 129 bytes long, at most 128"
+
+mark_log
+big=$(printf 'x%.0s' $(seq 400))
+check "server arguments too long for one request are refused" fails create "dmlu-ctr-4 core $big"
+check "... with a message saying why" log_has "412-byte constructor string, at most 332"
 
 mark_log
 check "a CTR the server refuses fails the load" fails create "dmlu-ctr-3 bogus-type 1024"
@@ -74,5 +80,11 @@ check "... whose CTR comes before the old log's DTR" new_before_old
 
 dmsetup remove dmlu-ctr
 check "after removal the module unloads" rmmod dm_log_userspace
+stop_test_server
+if leaks_found; then
+	ktap_test_fail "failed and successful constructions leaked nothing (kmemleak)"
+else
+	ktap_test_pass "failed and successful constructions leaked nothing (kmemleak)"
+fi
 
 ktap_finished

@@ -17,7 +17,7 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 20
+ktap_set_plan 26
 trap cleanup_all EXIT
 
 load_module
@@ -35,7 +35,8 @@ scenario() {
 	for r in "$@"; do rules+=(--fault "$r"); done
 	start_test_server "${rules[@]}"
 	n=$((n + 1))
-	dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-$n clustered-core 1024 nosync")"
+	dmsetup create dmlu-rf --table \
+		"$(mirror_table $S "dmlu-rf-$n clustered-core 1024 nosync" "${FEATURES:-1 handle_errors}")"
 	LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
 	mark_log
 }
@@ -70,6 +71,34 @@ check "... logged" log_has "bad reply to GET_SYNC_COUNT: data_size 108 but 8 byt
 scenario GET_SYNC_COUNT:ack-error=70000:1:1
 odd_errno() { in_sync_count 0 && log_has "ack with errno 70000"; }
 check "ack with errno 70000: request fails, logged" odd_errno
+
+scenario STATUS_INFO:truncated:1
+check "a message shorter than a header is ignored; the resent request answered" \
+	status_is "1 ulog-test-server"
+check "... logged" log_has "incomplete message received \(expected 160, got 100\)"
+
+# A slow first FLUSH lets a 4-region write queue up behind it.
+scenario FLUSH:late=2000:1 MARK_REGION:error=22:1:1
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=2048 oflag=direct status=none &
+first=$!
+sleep 0.5
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 oflag=direct status=none
+wait "$first"
+check "a refused group of 4 marks is sent again one region per request" \
+	test "$(region_counts "$LUID" MARK_REGION)" = "1 4 1 1 1 1 "
+
+# Without handle_errors the mirror writes on when its log fails.
+FEATURES=0 scenario FLUSH:error=5:1
+events() { dmsetup info dmlu-rf | awk '/Event number/ {print $3}'; }
+ev0=$(events)
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=128 oflag=direct status=none
+check "a failed FLUSH raises a table event" test "$(events)" -gt "$ev0"
+check "... and is logged" log_has "flush failed"
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=256 oflag=direct status=none
+remarked() {
+	[ "$(trace_of "$LUID" | grep " type=MARK_REGION " | grep -cE "regions=([0-9]+,)*1(,| |$)")" -ge 2 ]
+}
+check "... and its marks go out again with the next flush, not lost" remarked
 
 scenario STATUS_INFO:error=5:1
 check "server error: status says userspace 1 COM_FAILURE" status_is "userspace 1 COM_FAILURE"

@@ -29,6 +29,8 @@ pub enum Action {
     Short,
     /// Full reply whose `data_size` claims 100 bytes more than it carries.
     BadDataSize,
+    /// A message of 100 bytes: shorter than a request header.
+    Truncated,
     /// Full reply naming another luid (the kernel must ignore it).
     WrongLuid,
     /// Full reply with another request type (the kernel must ignore it).
@@ -86,6 +88,7 @@ impl Rule {
             "too-much" => Action::TooMuch,
             "short" => Action::Short,
             "bad-data-size" => Action::BadDataSize,
+            "truncated" => Action::Truncated,
             "wrong-luid" => Action::WrongLuid,
             "wrong-type" => Action::WrongType,
             "drop" => Action::Drop,

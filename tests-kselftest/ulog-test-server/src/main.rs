@@ -31,13 +31,14 @@ Options:
   --trace FILE        append a line per request received:
                         t=<ms> seq=<n> luid=<n> type=<NAME> size=<bytes>
                         pending=<0|1> [ctr=\"...\"] [regions=a,b,...] [fault=<action>]
-                      pending=1: another request was already queued when
-                      this one was read (the kernel did not wait for replies)
+                      pending=1: another request was queued before this one
+                      was answered (with late=MS: after the delay), so the
+                      kernel did not wait for this reply to send it
   --fault RULE        TYPE:ACTION[:COUNT[:SKIP]] (repeatable); TYPE is a
                       request name (IN_SYNC, FLUSH, ...) or 'any'; ACTION is
                       late=MS, eagain, eagain-reply, ack-only, ack-error=N,
-                      error=N, too-much, short, bad-data-size, wrong-luid,
-                      wrong-type, drop or exit; COUNT 0: every time
+                      error=N, too-much, short, bad-data-size, truncated,
+                      wrong-luid, wrong-type, drop or exit; COUNT 0: every time
   --region-size N     answer GET_REGION_SIZE with N whatever the CTR says
   --status TEXT       STATUS_INFO answer (default '1 ulog-test-server')
   --stall-resync      never hand out resync work (a 'sync' mirror stays out
@@ -121,11 +122,11 @@ fn pending(sock: &ConnectorSocket) -> bool {
 }
 
 /// One trace line for a request.
-fn trace_line(t0: Instant, h: &RequestHeader, data: &[u8], pending: bool) -> String {
+fn trace_line(received: Duration, h: &RequestHeader, data: &[u8], pending: bool) -> String {
     let name = h.kind().map_or("UNKNOWN", RequestType::name);
     let mut line = format!(
         "t={} seq={} luid={} type={} size={} pending={}",
-        t0.elapsed().as_millis(),
+        received.as_millis(),
         h.seq,
         h.luid,
         name,
@@ -191,6 +192,13 @@ fn reply(
             let cn = ulog_proto::wire::CnHeader::for_log(h.seq, 0, buf.len() as u16);
             return sock.send_raw(&cn, &buf);
         }
+        Some(Action::Truncated) => {
+            let mut buf = vec![0u8; HEADER_SIZE];
+            out.encode(&mut buf);
+            buf.truncate(100);
+            let cn = ulog_proto::wire::CnHeader::for_log(h.seq, 0, buf.len() as u16);
+            return sock.send_raw(&cn, &buf);
+        }
         Some(Action::WrongLuid) => out.luid = out.luid.wrapping_add(1),
         Some(Action::WrongType) => out.request_type = if out.request_type == 8 { 7 } else { 8 },
         Some(Action::Drop) => return Ok(()),
@@ -228,17 +236,17 @@ fn run(mut o: Options) -> io::Result<()> {
             Ok(Message::Request { header, data }) => (header, data.to_vec()),
             _ => continue,
         };
-        let queued = pending(&sock);
+        let received = t0.elapsed();
         let fault = faults::pick(&mut o.rules, h.kind());
+        if let Some(Action::Late(ms)) = fault {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         if let Some(t) = trace.as_mut() {
-            let mut line = trace_line(t0, &h, &data, queued);
+            let mut line = trace_line(received, &h, &data, pending(&sock));
             if let Some(f) = fault {
                 line += &format!(" fault={f:?}");
             }
             writeln!(t, "{line}")?;
-        }
-        if let Some(Action::Late(ms)) = fault {
-            std::thread::sleep(Duration::from_millis(ms));
         }
         let answer = match h.kind() {
             Some(kind) => model.answer(&h.uuid, h.luid, kind, &data),

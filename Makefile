@@ -11,6 +11,7 @@ KDIR ?= $(shell scripts/default-kdir.sh)
 LLVM ?= -19
 
 .PHONY: all module clippy tools check demo clean help
+.PHONY: install uninstall dkms dkms-uninstall htmldocs
 
 all: module
 
@@ -34,6 +35,29 @@ demo:
 	scripts/deps.sh
 	scripts/guest.sh --flavour perf --run /usr/libexec/dmlu/demo.sh --out out/demo
 
+# Install the module to /lib/modules/<release of KDIR>/updates (ahead of the
+# in-tree C module), dm-ulogd, its systemd unit and man page; see
+# scripts/install.sh. DESTDIR stages; PREFIX (/usr/local), SBINDIR, MANDIR
+# and UNITDIR place the server's files. uninstall removes what install put.
+install: module tools
+	KDIR='$(KDIR)' LLVM='$(LLVM)' scripts/install.sh install
+
+uninstall:
+	KDIR='$(KDIR)' LLVM='$(LLVM)' scripts/install.sh uninstall
+
+# The module's sources as /usr/src/dm-log-userspace-<version> for DKMS,
+# registered, and built for the running kernel if it has Rust.
+dkms:
+	scripts/install.sh dkms
+
+dkms-uninstall:
+	scripts/install.sh dkms-uninstall
+
+# Documentation/ as HTML in out/htmldocs (needs Debian's python3-sphinx).
+htmldocs:
+	@command -v sphinx-build >/dev/null || { echo 'sphinx-build not found: apt-get install python3-sphinx' >&2; exit 1; }
+	sphinx-build -q -W -b html Documentation out/htmldocs
+
 clean:
 	-$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) clean
 	rm -rf src/bindings_generated.rs out
@@ -46,4 +70,8 @@ help:
 	@echo 'make tools       build the userspace programs in tools/'
 	@echo 'make check       install prerequisites, lint, unit tests, kselftests in QEMU'
 	@echo 'make demo        a userspace-log mirror end to end in QEMU'
+	@echo 'make install     install the module (for KDIR), dm-ulogd, its unit and man page'
+	@echo '                 (DESTDIR=, PREFIX=/usr/local); make uninstall removes them'
+	@echo 'make dkms        module sources to /usr/src for DKMS; make dkms-uninstall'
+	@echo 'make htmldocs    Documentation/ as HTML in out/htmldocs (needs python3-sphinx)'
 	@echo 'make clean       remove build products (the cached kernels stay in ~/.cache)'

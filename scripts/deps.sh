@@ -15,6 +15,8 @@ APT_PKGS=(
 	qemu-system-x86 busybox-static dmsetup fio bash
 	# documentation lint
 	python3-docutils
+	# the packaging tests (scripts/dkms-test.sh)
+	dkms
 	"$@"
 )
 

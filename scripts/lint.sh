@@ -5,7 +5,8 @@
 # clippy (with the C helpers under the kernel's own flags), Rust is
 # rustfmt-clean, `unsafe` appears only in the abstraction files, the uapi
 # header is the kernel's byte for byte, the tools pass clippy and rustfmt,
-# and the documentation is valid reStructuredText.
+# the documentation is valid reStructuredText, and make install/uninstall
+# and DKMS work (scripts/install-test.sh, scripts/dkms-test.sh; 10-30 s).
 #
 # Usage: scripts/lint.sh <kernel build dir> [out dir]
 . "$(dirname "$0")/lib.sh"
@@ -41,4 +42,7 @@ if compgen -G "$TOP/Documentation/*.rst" >/dev/null; then
 			|| die "$f is not valid reStructuredText"
 	done
 fi
+log "packaging: make install/uninstall, DKMS (into temporary directories)"
+quiet "$out/install-test.log" "$TOP/scripts/install-test.sh" "$kbuild"
+quiet "$out/dkms-test.log" "$TOP/scripts/dkms-test.sh" "$kbuild"
 log "lint: all clean"

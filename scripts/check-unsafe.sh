@@ -5,7 +5,7 @@
 # The log logic, the transfer layer and the pure helpers are safe Rust.
 . "$(dirname "$0")/lib.sh"
 
-ABSTRACTIONS="bindings.rs completion.rs connector.rs delayed_work.rs dirty_log.rs
+ABSTRACTIONS="bindings.rs compat.rs completion.rs connector.rs delayed_work.rs dirty_log.rs
 mempool.rs random.rs spinlock_irq.rs time.rs"
 
 bad=0

@@ -65,10 +65,12 @@ cmdline="console=ttyS0 panic=-1 loglevel=7 dmlu.mode=$mode"
 [ -n "$args" ] && cmdline="$cmdline dmlu.args=$args"
 for e in "${envs[@]}"; do cmdline="$cmdline dmlu.env.$e"; done
 
-qemu_pid="" tail_pid=""
+qemu_pid="" tail_pid="" dog_pid=""
 cleanup() {
-	[ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null
-	[ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null
+	local p
+	for p in "$qemu_pid" "$dog_pid" "$tail_pid"; do
+		[ -n "$p" ] && kill -9 "$p" 2>/dev/null
+	done
 	wait 2>/dev/null
 }
 trap cleanup EXIT
@@ -76,24 +78,39 @@ trap 'exit 130' INT TERM
 
 log "booting ($flavour, ${smp} vCPUs, ${mem} MiB, limit ${limit}s); kernel log: $console"
 start=$(date +%s)
-timeout -k 5 "$limit" qemu-system-x86_64 "${accel[@]}" -nodefaults -no-reboot \
+# QEMU is our own child, so cleanup kills the emulator itself; the
+# watchdog enforces the wall-clock limit.
+qemu-system-x86_64 "${accel[@]}" -nodefaults -no-reboot \
 	-display none -smp "$smp" -m "$mem" \
 	-kernel "$kbuild/arch/x86/boot/bzImage" -initrd "$cpio" -append "$cmdline" \
 	-serial "file:$console" -serial "file:$ktap" \
 	</dev/null >"$out/qemu.log" 2>&1 &
 qemu_pid=$!
+rm -f "$out/limit-reached"
+(
+	deadline=$(($(date +%s) + limit))
+	while kill -0 "$qemu_pid" 2>/dev/null; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			touch "$out/limit-reached"
+			kill -9 "$qemu_pid"
+		fi
+		sleep 1
+	done
+) 2>/dev/null &
+dog_pid=$!
 tail -n +1 -f "$ktap" &
 tail_pid=$!
-qemu_rc=0
-wait "$qemu_pid" || qemu_rc=$?
+wait "$qemu_pid" 2>/dev/null || true
 qemu_pid=""
+kill "$dog_pid" 2>/dev/null
+dog_pid=""
 sleep 0.2
 kill "$tail_pid" 2>/dev/null
 tail_pid=""
 elapsed=$(($(date +%s) - start))
 
 fail=()
-[ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ] && fail+=("wall-clock limit of ${limit}s reached")
+[ -e "$out/limit-reached" ] && fail+=("wall-clock limit of ${limit}s reached")
 done_line=$(grep -a '^DMLU-GUEST-DONE' "$ktap" | tail -n1 | tr -d '\r' || true)
 if [ -z "$done_line" ]; then
 	fail+=("the guest did not finish (panic, hang or limit)")
@@ -108,6 +125,23 @@ splats=$(grep -a -n -F -f "$TOP/scripts/splat-patterns" "$console" || true)
 
 passed=$(grep -a -c -E '^ok ' "$ktap" || true)
 log "guest ran ${elapsed}s; top-level tests passed: $passed"
+
+# KUnit (src/kunit.rs): on a kernel with CONFIG_KUNIT=y the module's suites
+# run each time it loads, and their KTAP is in the kernel log. A failed case
+# fails the run, and so do suites that never ran although the module loaded.
+if grep -qx 'CONFIG_KUNIT=y' "$kbuild/.config" &&
+	readelf -SW "$ko" | grep -q '\.kunit_test_suites'; then
+	ktap_re='^\[[ 0-9.]+\] +'
+	suites_ok=$(grep -a -c -E "${ktap_re}ok [0-9]+ dm_log_userspace_" "$console" || true)
+	cases=$(grep -a -o -E '# Totals: pass:[0-9]+ fail:[0-9]+' "$console" |
+		awk -F'[: ]' '{p += $5; f += $7} END {printf "%d passed, %d failed", p, f}')
+	kunit_bad=$(grep -a -E "${ktap_re}not ok [0-9]+ |ASSERTION FAILED" "$console" || true)
+	log "KUnit: $suites_ok suite runs passed; cases: $cases"
+	[ -n "$kunit_bad" ] && fail+=("KUnit failures (in $console):"$'\n'"$(head -n 20 <<<"$kunit_bad")")
+	if [ "$suites_ok" = 0 ] && grep -a -q 'dm_log_userspace: version .* loaded' "$console"; then
+		fail+=("the module loaded but its KUnit suites did not run")
+	fi
+fi
 if [ ${#fail[@]} -gt 0 ]; then
 	for f in "${fail[@]}"; do printf '[guest.sh] FAIL: %s\n' "$f" >&2; done
 	exit 1

@@ -11,8 +11,7 @@
 
 flavour=${1:?usage: kernel.sh <debug|perf> [series]}
 series=${2:-$KERNEL_SERIES}
-frags=("$TOP/scripts/kconfig/base.config" "$TOP/scripts/kconfig/$flavour.config")
-[ -f "${frags[1]}" ] || die "unknown flavour '$flavour' (have: debug, perf)"
+[ -f "$TOP/scripts/kconfig/$flavour.config" ] || die "unknown flavour '$flavour' (have: debug, perf)"
 
 # Bump when the recipe below changes in a way the fragments do not show.
 RECIPE=1
@@ -27,6 +26,26 @@ if [ ! -f "$src/.extracted" ]; then
 	touch "$src/.extracted"
 fi
 version=$(make -s -C "$src" kernelversion 2>/dev/null)
+
+# The fragments for this series: base.config and <flavour>.config with the
+# lines of scripts/kconfig/series.conf that apply to it (renamed options,
+# per-series additions). Unchanged for a series no line applies to.
+series_from() { # whether $series is $1 or later
+	[ "$(printf '%s\n%s\n' "$1" "$series" | sort -V | head -n1)" = "$1" ]
+}
+fragdir=$(mktemp -d)
+trap 'rm -rf "$fragdir"' EXIT
+frags=("$fragdir/base.config" "$fragdir/$flavour.config")
+cp "$TOP/scripts/kconfig/base.config" "${frags[0]}"
+cp "$TOP/scripts/kconfig/$flavour.config" "${frags[1]}"
+while read -r first what rest; do
+	case "$first" in ''|\#*) continue ;; esac
+	series_from "$first" || continue
+	case "$what" in
+	rename) sed -i -E "s/\bCONFIG_${rest%% *}\b/CONFIG_${rest#* }/" "${frags[@]}" ;;
+	"$flavour") printf '%s\n' "$rest" >>"${frags[1]}" ;;
+	esac
+done <"$TOP/scripts/kconfig/series.conf"
 
 key=$(content_hash "${frags[@]}" "llvm=$LLVM_SUFFIX" "recipe=$RECIPE")
 build="$CACHE/build/$version-$flavour-$key"

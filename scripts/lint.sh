@@ -8,16 +8,27 @@
 # the documentation is valid reStructuredText, and make install/uninstall
 # and DKMS work (scripts/install-test.sh, scripts/dkms-test.sh; 10-30 s).
 #
-# Usage: scripts/lint.sh <kernel build dir> [out dir]
+# The module gates (clippy build, uapi header) run against every kernel
+# given; the others once.
+#
+# Usage: scripts/lint.sh <kernel build dir> [out dir] [more kernel build dirs...]
 . "$(dirname "$0")/lib.sh"
 
-kbuild=${1:?usage: lint.sh <kernel build dir> [out dir]}
+kbuild=${1:?usage: lint.sh <kernel build dir> [out dir] [more kernel build dirs...]}
 out=${2:-$TOP/out/lint}
-ksrc=$(readlink -f "$kbuild/source")
+out=${out:-$TOP/out/lint}
+kbuilds=("$kbuild" "${@:3}")
 export PATH="$HOME/.cargo/bin:$PATH"
 
-log "module: clippy build"
-"$TOP/scripts/build-module.sh" "$kbuild" "$out/module-clippy" CLIPPY=1 >/dev/null
+for kb in "${kbuilds[@]}"; do
+	release=$(cat "$kb/include/config/kernel.release")
+	log "module: clippy build against $release"
+	"$TOP/scripts/build-module.sh" "$kb" "$out/module-clippy-$release" CLIPPY=1 >/dev/null
+	log "uapi header identical to $release's"
+	cmp "$TOP/include/uapi/linux/dm-log-userspace.h" \
+		"$(readlink -f "$kb/source")/include/uapi/linux/dm-log-userspace.h" \
+		|| die "include/uapi/linux/dm-log-userspace.h differs from $release's"
+done
 
 log "module: rustfmt"
 rustfmt --check --edition 2021 --config-path "$TOP/.rustfmt.toml" "$TOP/src/dm_log_userspace.rs" \
@@ -25,10 +36,6 @@ rustfmt --check --edition 2021 --config-path "$TOP/.rustfmt.toml" "$TOP/src/dm_l
 
 log "module: unsafe only in the abstraction layer"
 "$TOP/scripts/check-unsafe.sh"
-
-log "uapi header identical to the kernel's"
-cmp "$TOP/include/uapi/linux/dm-log-userspace.h" "$ksrc/include/uapi/linux/dm-log-userspace.h" \
-	|| die "include/uapi/linux/dm-log-userspace.h differs from the kernel's"
 
 log "tools: clippy and rustfmt"
 (cd "$TOP/tools" && cargo fmt --check) || die "tools/ is not rustfmt-clean (run: cd tools && cargo fmt)"

@@ -15,7 +15,9 @@ pub(crate) use kernel::bindings::*;
     non_snake_case,
     unreachable_pub,
     unsafe_op_in_unsafe_fn,
+    improper_ctypes,
     clippy::all,
+    clippy::pedantic,
     clippy::undocumented_unsafe_blocks
 )]
 mod generated {

@@ -12,6 +12,7 @@
 //! C header: [`include/linux/dm-dirty-log.h`](srctree/include/linux/dm-dirty-log.h)
 
 use crate::bindings;
+use crate::compat;
 use crate::delayed_work::{DelayedWork, DelayedWorkOwner, Workqueue};
 use crate::time::Jiffies;
 use core::{
@@ -66,17 +67,17 @@ pub(crate) trait DirtyLog: Sized + Send + Sync + 'static {
 
     /// The mirror is about to suspend.
     fn presuspend(_log: &Log<Self>) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// The mirror has suspended: no more I/O.
     fn postsuspend(_log: &Log<Self>) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// The mirror resumes.
     fn resume(_log: &Log<Self>) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Region size in sectors.
@@ -114,7 +115,7 @@ pub(crate) trait DirtyLog: Sized + Send + Sync + 'static {
 
     /// Whether another node is recovering `region` (cluster logs).
     fn is_remote_recovering(_log: &Log<Self>, _region: u64) -> bool {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Runs the work scheduled with [`Log::schedule_deferred`].
@@ -149,18 +150,15 @@ impl<T: DirtyLog> Registration<T> {
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             shared,
-            // SAFETY: `slot` is the final, pinned location of the type. It is
-            // fully written before being registered; on failure it is left
-            // unregistered and needs no drop (`Opaque` drops nothing).
-            ty <- unsafe {
-                kernel::init::pin_init_from_closure(
-                    move |slot: *mut Opaque<bindings::dm_dirty_log_type>| {
-                        let ty = Opaque::raw_get(slot);
-                        ty.write(Self::vtable(name, module));
-                        to_result(bindings::dm_dirty_log_type_register(ty))
-                    },
-                )
-            },
+            ty <- compat::try_ffi_init(move |ty: *mut bindings::dm_dirty_log_type| {
+                // SAFETY: `ty` is the final, pinned location of the type. It is
+                // fully written before being registered; on failure it is left
+                // unregistered and needs no drop (`Opaque` drops nothing).
+                unsafe {
+                    ty.write(Self::vtable(name, module));
+                    to_result(bindings::dm_dirty_log_type_register(ty))
+                }
+            }),
         })
     }
 
@@ -171,9 +169,21 @@ impl<T: DirtyLog> Registration<T> {
             module: module.as_ptr(),
             ctr: Some(Self::ctr_callback),
             dtr: Some(Self::dtr_callback),
-            presuspend: T::HAS_PRESUSPEND.then_some(Self::presuspend_callback as _),
-            postsuspend: T::HAS_POSTSUSPEND.then_some(Self::postsuspend_callback as _),
-            resume: T::HAS_RESUME.then_some(Self::resume_callback as _),
+            presuspend: if T::HAS_PRESUSPEND {
+                Some(Self::presuspend_callback)
+            } else {
+                None
+            },
+            postsuspend: if T::HAS_POSTSUSPEND {
+                Some(Self::postsuspend_callback)
+            } else {
+                None
+            },
+            resume: if T::HAS_RESUME {
+                Some(Self::resume_callback)
+            } else {
+                None
+            },
             get_region_size: Some(Self::get_region_size_callback),
             is_clean: Some(Self::is_clean_callback),
             in_sync: Some(Self::in_sync_callback),
@@ -184,8 +194,11 @@ impl<T: DirtyLog> Registration<T> {
             set_region_sync: Some(Self::set_region_sync_callback),
             get_sync_count: Some(Self::get_sync_count_callback),
             status: Some(Self::status_callback),
-            is_remote_recovering: T::HAS_IS_REMOTE_RECOVERING
-                .then_some(Self::is_remote_recovering_callback as _),
+            is_remote_recovering: if T::HAS_IS_REMOTE_RECOVERING {
+                Some(Self::is_remote_recovering_callback)
+            } else {
+                None
+            },
             ..Default::default()
         }
     }
@@ -251,9 +264,11 @@ impl<T: DirtyLog> Registration<T> {
                     device: &log.device,
                 },
             )?;
+            // `*const` on 6.12, `*mut` on 7.3: bound to the former.
+            let context: *const core::ffi::c_void = log.into_foreign();
             // SAFETY: `dm_log` is valid for writes; device-mapper keeps the
             // context until it calls `dtr_callback`, which takes it back.
-            unsafe { (*dm_log).context = log.into_foreign().cast_mut() };
+            unsafe { (*dm_log).context = context.cast_mut() };
             Ok(0)
         })
     }

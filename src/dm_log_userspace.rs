@@ -10,8 +10,9 @@
 //! Layers, bottom up:
 //! - abstractions, the only files with `unsafe`: [`bindings`],
 //!   [`dirty_log`] (the log type and its instances), [`connector`],
-//!   [`completion`], [`mempool`], [`delayed_work`], [`spinlock_irq`],
-//!   [`time`], [`random`];
+//!   [`completion`], [`mempool`], [`delayed_work`], [`time`], [`random`],
+//!   and [`compat`], what differs between Linux 6.12 and 7.3 (an irq-safe
+//!   spinlock, error codes, C strings; the KUnit suites of the helpers);
 //! - the transfer layer, [`transfer`]: requests, waiters and replies;
 //! - the log, [`log`], over pure helpers usable on the host too: [`wire`],
 //!   [`table_args`], [`geometry`], [`flush_plan`], [`region_set`], [`hints`].
@@ -19,11 +20,11 @@
 use kernel::{c_str, prelude::*, sync::Arc};
 
 mod bindings;
+mod compat;
 mod completion;
 mod connector;
 mod delayed_work;
 mod dirty_log;
-mod errno;
 mod flush_plan;
 mod geometry;
 mod hints;
@@ -32,7 +33,6 @@ mod mempool;
 mod random;
 mod ratelimit;
 mod region_set;
-mod spinlock_irq;
 mod table_args;
 mod time;
 mod transfer;
@@ -44,7 +44,6 @@ const VERSION: &str = env!("DMLU_VERSION");
 module! {
     type: DmLogUserspace,
     name: "dm_log_userspace",
-    author: "dm-log-userspace developers",
     description: "device-mapper userspace dirty log link (Rust)",
     license: "GPL",
     alias: ["dm-log-userspace"],

@@ -70,9 +70,20 @@ void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp)
 	return mempool_alloc(pool, gfp);
 }
 
+/*
+ * Linux 7.3 wants every workqueue to say WQ_PERCPU or WQ_UNBOUND (and warns
+ * otherwise); 6.12 has no WQ_PERCPU, per-cpu being its default. The C module
+ * asks for a per-cpu one too.
+ */
+#ifdef DMLU_KERNEL_7_3
+#define DMLU_WQ_FLAGS (WQ_MEM_RECLAIM | WQ_PERCPU)
+#else
+#define DMLU_WQ_FLAGS WQ_MEM_RECLAIM
+#endif
+
 struct workqueue_struct *dmlu_alloc_reclaim_workqueue(const char *name)
 {
-	return alloc_workqueue("%s", WQ_MEM_RECLAIM, 0, name);
+	return alloc_workqueue("%s", DMLU_WQ_FLAGS, 0, name);
 }
 
 void dmlu_init_delayed_work(struct delayed_work *dwork, work_func_t fn)
@@ -86,5 +97,9 @@ bool dmlu_queue_delayed_work(struct workqueue_struct *wq,
 	return queue_delayed_work(wq, dwork, delay);
 }
 
-/* The module! macro of Linux 6.12 has no version field. */
+/*
+ * The module! macro of Linux 6.12 has no version field, and spells the
+ * author field differently from 7.3's (author, authors): both are here.
+ */
 MODULE_VERSION(DMLU_VERSION);
+MODULE_AUTHOR("dm-log-userspace developers");

@@ -11,15 +11,14 @@
 //! all its requests at once (see `flush_plan.rs` for their order); a flush
 //! of clears alone sends no FLUSH and leaves a lazy one for 3 s later.
 
+use crate::compat::{cstr_bytes, new_spinlock_irq, SpinLockIrq, EPROTO};
 use crate::dirty_log::{CtrContext, DirtyLog, Log, StatusType, StatusWriter};
-use crate::errno::EPROTO;
 use crate::flush_plan::{FlushPlan, FromIter, Group, RegionSource};
 use crate::geometry::Geometry;
 use crate::hints::{RecoveryHints, RemoteRecovering};
 use crate::mempool::PooledQueue;
 use crate::ratelimit::Ratelimit;
 use crate::region_set::{words_for, RegionSet};
-use crate::spinlock_irq::{new_spinlock_irq, SpinLockIrq};
 use crate::table_args::{ctr_server_args, write_table_line, TableArgs};
 use crate::time::{jiffies, msecs_to_jiffies, msleep};
 use crate::transfer::{Channel, GroupFailure, Lane, LogId, Transfer, WINDOW};
@@ -32,6 +31,9 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{alloc::KVVec, prelude::*, str::CStr, sync::Arc};
 
 /// The log type name, as tables and status lines spell it.
+const TYPE: &str = "userspace";
+
+/// [`TYPE`] for device-mapper, which registers it.
 pub(crate) const TYPE_NAME: &CStr = kernel::c_str!("userspace");
 
 /// Delay of the lazy FLUSH that commits clears sent without one.
@@ -189,6 +191,10 @@ impl UserspaceLog {
                 pr_err!("[{}] error trying to resume userspace log: {:?}\n", id, e);
                 return Err(ESRCH);
             }
+            // A server that lost the log may hold regions out of sync again:
+            // learn the in-sync hint anew, as after a resume (the C module
+            // keeps it, and the mirror then never asks for resync work).
+            self.hints.reset();
         }
     }
 
@@ -330,7 +336,7 @@ impl DirtyLog for UserspaceLog {
     ) -> Result<impl PinInit<Self, Error>> {
         let mut bytes = KVec::with_capacity(args.len(), GFP_KERNEL)?;
         for a in args {
-            bytes.push(a.as_bytes(), GFP_KERNEL)?;
+            bytes.push(cstr_bytes(a), GFP_KERNEL)?;
         }
         let table = TableArgs::parse(&bytes).map_err(|e| {
             pr_warn!("userspace log: {}\n", e);
@@ -402,16 +408,17 @@ impl DirtyLog for UserspaceLog {
         let _ = log
             .channel
             .request(&mut lane, RequestType::Dtr, &[], &mut []);
-        let (requests, round_trips, timeouts) = log.channel.counters();
+        let (requests, round_trips, timeouts, nomem) = log.channel.counters();
         pr_info!(
-            "[{}] destroyed: {} requests in {} round trips; {} flushes in {} round trips; {} timeouts, {} clears dropped\n",
+            "[{}] destroyed: {} requests in {} round trips; {} flushes in {} round trips; {} timeouts, {} clears dropped, {} sends retried for memory\n",
             log.channel.id().short(),
             requests,
             round_trips,
             log.flushes.load(Ordering::Relaxed),
             log.flush_round_trips.load(Ordering::Relaxed),
             timeouts,
-            log.dropped_clears.load(Ordering::Relaxed)
+            log.dropped_clears.load(Ordering::Relaxed),
+            nomem
         );
     }
 
@@ -469,9 +476,9 @@ impl DirtyLog for UserspaceLog {
             next: 0,
         };
         let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
-        let (requests_before, trips_before, _) = log.channel.counters();
+        let (requests_before, trips_before, _, _) = log.channel.counters();
         let r = log.send_plan(&mut lane, &mut plan);
-        let (requests_after, trips_after, _) = log.channel.counters();
+        let (requests_after, trips_after, _, _) = log.channel.counters();
         if requests_after != requests_before {
             log.flushes.fetch_add(1, Ordering::Relaxed);
             log.flush_round_trips
@@ -592,14 +599,14 @@ impl DirtyLog for UserspaceLog {
                 match text {
                     Some((buf, len)) => out.write_bytes(&buf[..len]),
                     None => {
-                        let _ = write!(out, "{} 1 COM_FAILURE", TYPE_NAME);
+                        let _ = write!(out, "{} 1 COM_FAILURE", TYPE);
                     }
                 }
             }
             StatusType::Table => {
                 let _ = write_table_line(
                     out,
-                    TYPE_NAME,
+                    TYPE,
                     log.argc,
                     log.channel.id().uuid_bytes(),
                     log.integrated_flush,

@@ -10,7 +10,7 @@
 //! C header: [`include/linux/mempool.h`](srctree/include/linux/mempool.h)
 
 use crate::bindings;
-use crate::spinlock_irq::{new_spinlock_irq, SpinLockIrq};
+use crate::compat::{self, new_spinlock_irq, SpinLockIrq};
 use core::{marker::PhantomData, mem, ptr};
 use kernel::{alloc::AllocError, error::to_result, prelude::*, types::Opaque};
 
@@ -57,22 +57,21 @@ impl<T: Copy + Send + 'static> PooledQueue<T> {
     /// Creates an empty queue whose pool keeps `reserve` nodes preallocated.
     pub(crate) fn new(reserve: i32) -> impl PinInit<Self, Error> {
         // kmalloc'ed objects are aligned to at least 8 bytes.
-        kernel::build_assert!(mem::align_of::<Node<T>>() <= 8);
+        build_assert!(mem::align_of::<Node<T>>() <= 8);
         try_pin_init!(Self {
-            // SAFETY: `slot` is valid for writes. `mempool_init` expects a
-            // zeroed pool (it leaves `curr_nr` alone); on failure it frees
-            // what it allocated, and `Opaque` needs no drop.
-            pool <- unsafe {
-                kernel::init::pin_init_from_closure(move |slot: *mut Opaque<bindings::mempool_t>| {
-                    let pool = Opaque::raw_get(slot);
+            pool <- compat::try_ffi_init(move |pool: *mut bindings::mempool_t| {
+                // SAFETY: `pool` is valid for writes. `mempool_init` expects a
+                // zeroed pool (it leaves `curr_nr` alone); on failure it frees
+                // what it allocated, and `Opaque` needs no drop.
+                unsafe {
                     pool.write_bytes(0, 1);
                     to_result(bindings::dmlu_mempool_init_kmalloc(
                         pool,
                         reserve,
                         mem::size_of::<Node<T>>(),
                     ))
-                })
-            },
+                }
+            }),
             chain <- new_spinlock_irq!(
                 Chain { head: ptr::null_mut(), tail: ptr::null_mut() },
                 "dm_log_userspace:pooled_queue",

@@ -2,7 +2,8 @@
 
 //! A spinlock that also disables interrupts while held (`spin_lock_irqsave`),
 //! as a [`Backend`] of the kernel crate's generic [`Lock`]. Linux 6.12's
-//! `SpinLock` has no irq-safe variant.
+//! `SpinLock` has no irq-safe variant; 7.3's `kernel::sync::SpinLockIrq` is
+//! used there instead (see `compat.rs`, which builds this file for 6.12 only).
 //!
 //! C header: [`include/linux/spinlock.h`](srctree/include/linux/spinlock.h)
 
@@ -15,7 +16,7 @@ pub(crate) type SpinLockIrq<T> = Lock<T, SpinLockIrqBackend>;
 /// Creates a [`SpinLockIrq`] initialiser with a lock class of its own.
 macro_rules! new_spinlock_irq {
     ($inner:expr, $name:literal $(,)?) => {
-        kernel::sync::lock::Lock::<_, $crate::spinlock_irq::SpinLockIrqBackend>::new(
+        kernel::sync::lock::Lock::<_, $crate::compat::spinlock_irq::SpinLockIrqBackend>::new(
             $inner,
             kernel::c_str!($name),
             kernel::static_lock_class!(),

@@ -17,12 +17,12 @@
 //! flight at once: the server handles them in order, and the flush waits for
 //! one round trip instead of one per request.
 
+use crate::compat::{is_enobufs, EPROTO};
 use crate::completion::Completion;
 use crate::connector::{self, Handler, Received};
-use crate::errno::{is_enobufs, EPROTO};
 use crate::flush_plan::Group;
 use crate::ratelimit::Ratelimit;
-use crate::time::msecs_to_jiffies;
+use crate::time::{jiffies, msecs_to_jiffies, msleep, Jiffies};
 use crate::wire::{
     put_words, CnHeader, Message, ParseError, RequestHeader, RequestType, HEADER_SIZE,
     MAX_DEVICE_NAME, MAX_GROUP_REGIONS, MAX_REQUEST_PAYLOAD, UUID_LEN,
@@ -56,6 +56,16 @@ const SLOT_CAPACITY: usize = MAX_DEVICE_NAME;
 
 /// Largest reply a caller may ask room for.
 const MAX_REPLY_CAPACITY: usize = 4096;
+
+/// A message that cannot be allocated is tried again this many times, this
+/// many milliseconds apart (1 s in all), before its request fails.
+const SEND_NOMEM_RETRIES: u32 = 100;
+const SEND_NOMEM_DELAY_MS: u32 = 10;
+
+/// When a request sent now times out.
+fn retry_deadline() -> Jiffies {
+    jiffies().wrapping_add(msecs_to_jiffies(RETRY_TIMEOUT_MS))
+}
 
 /// The identity of a log on the wire.
 pub(crate) struct LogId {
@@ -372,6 +382,7 @@ pub(crate) struct Channel {
     requests: AtomicU64,
     round_trips: AtomicU64,
     timeouts: AtomicU64,
+    nomem_retries: AtomicU64,
 }
 
 /// A log's slots and the flush groups about to be sent; held while a
@@ -430,6 +441,7 @@ impl Channel {
             requests: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            nomem_retries: AtomicU64::new(0),
         }? Error))
     }
 
@@ -443,12 +455,14 @@ impl Channel {
         self.lane.lock()
     }
 
-    /// Requests sent, round trips waited for and timeouts, since creation.
-    pub(crate) fn counters(&self) -> (u64, u64, u64) {
+    /// Requests sent, round trips waited for, timeouts, and sends tried
+    /// again for want of memory, since creation.
+    pub(crate) fn counters(&self) -> (u64, u64, u64, u64) {
         (
             self.requests.load(Ordering::Relaxed),
             self.round_trips.load(Ordering::Relaxed),
             self.timeouts.load(Ordering::Relaxed),
+            self.nomem_retries.load(Ordering::Relaxed),
         )
     }
 
@@ -478,7 +492,7 @@ impl Channel {
                     // The server asks for a resend; do not spin on it.
                     eagain += 1;
                     if eagain > 3 {
-                        crate::time::msleep(10);
+                        msleep(10);
                     }
                 }
                 Wait::Done(outcome) => return self.result(slot, kind, outcome, reply),
@@ -508,10 +522,13 @@ impl Channel {
         if sent > 0 {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
         }
+        // The groups went out together: they time out together, so a window
+        // of lost requests costs one resend timeout, not one per request.
+        let deadline = retry_deadline();
         let mut first_failed = (sent < n).then_some(GroupFailure::Unanswered(sent));
         let in_flight = lane.groups[..sent].iter().zip(&lane.slots).zip(&seqs);
         for (i, ((g, slot), &seq)) in in_flight.enumerate() {
-            let failure = match self.wait(slot, seq) {
+            let failure = match self.wait_until(slot, seq, deadline) {
                 Wait::Done(outcome) if is_eagain(outcome) => Some(GroupFailure::Unanswered(i)),
                 Wait::Done(outcome) => self
                     .result(slot, g.kind, outcome, &mut [])
@@ -559,32 +576,51 @@ impl Channel {
             })
             .ok_or(ENOMEM)?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        match connector::send(
-            CnHeader::for_log(seq, 0, 0),
-            &msg[..HEADER_SIZE + data.len()],
-        ) {
-            // ENOBUFS: some listener's queue was full; the server may still
-            // have it. Waiting (and resending on timeout) covers both cases.
-            Ok(()) => Ok(seq),
-            Err(e) if is_enobufs(e) => Ok(seq),
-            Err(e) => {
-                self.forget(seq);
-                if e != ESRCH {
-                    pr_err!(
-                        "[{}] unable to send log request {} to userspace: {:?}\n",
-                        self.id.short(),
-                        kind.name(),
-                        e
-                    );
+        let mut nomem = 0;
+        loop {
+            match connector::send(
+                CnHeader::for_log(seq, 0, 0),
+                &msg[..HEADER_SIZE + data.len()],
+            ) {
+                // ENOBUFS: some listener's queue was full; the server may still
+                // have it. Waiting (and resending on timeout) covers both cases.
+                Ok(()) => return Ok(seq),
+                Err(e) if is_enobufs(e) => return Ok(seq),
+                // No memory for the message, for now: try again rather than
+                // fail the request. A failed IN_SYNC sends a write to the
+                // primary leg only, unmarked; a failed SET_REGION_SYNC leaves
+                // the region out of sync at the server until the next resume.
+                Err(e) if e == ENOMEM && nomem < SEND_NOMEM_RETRIES => {
+                    nomem += 1;
+                    self.nomem_retries.fetch_add(1, Ordering::Relaxed);
+                    msleep(SEND_NOMEM_DELAY_MS);
                 }
-                Err(e)
+                Err(e) => {
+                    self.forget(seq);
+                    if e != ESRCH {
+                        pr_err!(
+                            "[{}] unable to send log request {} to userspace: {:?}\n",
+                            self.id.short(),
+                            kind.name(),
+                            e
+                        );
+                    }
+                    return Err(e);
+                }
             }
         }
     }
 
     /// Waits for the reply to `seq` in `slot`, for up to the retry timeout.
     fn wait(&self, slot: &Slot, seq: u32) -> Wait {
-        if !slot.done.wait_timeout(msecs_to_jiffies(RETRY_TIMEOUT_MS)) && self.forget(seq) {
+        self.wait_until(slot, seq, retry_deadline())
+    }
+
+    /// Waits for the reply to `seq` in `slot` until `deadline` (jiffies).
+    fn wait_until(&self, slot: &Slot, seq: u32, deadline: Jiffies) -> Wait {
+        // Wrapping difference: how far `deadline` is ahead, if it is.
+        let left = deadline.wrapping_sub(jiffies()) as isize;
+        if !slot.done.wait_timeout(left.max(0) as Jiffies) && self.forget(seq) {
             return Wait::TimedOut;
         }
         // Completed, possibly just as the wait timed out.

@@ -51,6 +51,8 @@ done
 cp -a "$kst" "$root/kselftest"
 install -m 755 "$TOP/scripts/guest-init.sh" "$root/init"
 cp -a "$TOP/scripts/guest/." "$root/usr/libexec/dmlu/" 2>/dev/null || true
+# What guest.sh calls a splat, for tests that check fault-injection reports are not.
+cp "$TOP/scripts/splat-patterns" "$root/usr/libexec/dmlu/"
 
 cat >"$root/etc/passwd" <<'PW'
 root:x:0:0:root:/root:/bin/sh

@@ -47,3 +47,13 @@ region_counts() {
 
 # line_of LUID TYPE: trace line number of the first request of TYPE.
 line_of() { grep -n " luid=$1 type=$2 " "$TRACE" | head -n1 | cut -d: -f1; }
+
+# dump_traces_if_failed LUID...: after a failed check, the logs' traces (as
+# KTAP comments) to see what the server saw.
+dump_traces_if_failed() {
+	local luid
+	[ "${KTAP_CNT_FAIL:-0}" = 0 ] && return 0
+	for luid in "$@"; do
+		trace_of "$luid" | head -n 300 | sed 's/^/# trace: /'
+	done
+}

@@ -106,8 +106,8 @@ check "server error: status says userspace 1 COM_FAILURE" status_is "userspace 1
 scenario STATUS_INFO:wrong-luid:1
 check "a reply naming another log is ignored; the resent request is answered" \
 	status_is "1 ulog-test-server"
-check "... logged, with the timeout and resend" bash -c \
-	'dmesg | grep -q "names another log" && dmesg | grep -q "request timed out: \[STATUS_INFO/"'
+ignored_then_resent() { log_has "names another log" && log_has "request timed out: \[STATUS_INFO/"; }
+check "... logged, with the timeout and resend" ignored_then_resent
 
 scenario GET_SYNC_COUNT:late=17000:1:1
 check "a reply after the 15 s resend is dropped; the resent request answered" in_sync_count 32

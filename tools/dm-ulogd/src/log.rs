@@ -407,8 +407,21 @@ impl Log {
     /// GET_RESYNC_WORK (dm-log `core_get_resync_work`): the next region out
     /// of sync and not already being recovered, now marked as recovering.
     /// The scan only moves forward until the next resume.
+    ///
+    /// dm-raid1 recovers one region at a time: asked again before the
+    /// SET_REGION_SYNC of the region handed out, the kernel never got that
+    /// answer (an `EAGAIN` ack or a timeout made it resend). The same region
+    /// goes out again, as cmirrord does ("Re-requesting work"); the next one
+    /// would leave it recovering, out of sync, for good.
     pub fn get_resync_work(&mut self) -> Option<u64> {
         let n = self.region_count;
+        let recovering = self.maps().2;
+        if let Some((w, word)) = recovering.iter().enumerate().find(|(_, w)| **w != 0) {
+            let region = w as u64 * 64 + u64::from(word.trailing_zeros());
+            if region < n {
+                return Some(region);
+            }
+        }
         if self.sync_search >= n {
             return None;
         }
@@ -568,29 +581,41 @@ mod tests {
         l.set_region_sync(1, true).unwrap();
         assert_eq!(l.get_resync_work(), Some(0));
         assert_eq!(l.in_sync_hint(), 0);
+        l.set_region_sync(0, true).unwrap();
         assert_eq!(l.get_resync_work(), Some(2));
         assert_eq!(l.in_sync_hint(), 2);
-        l.set_region_sync(0, true).unwrap();
         l.set_region_sync(2, false).unwrap(); // recovery failed
         assert_eq!(l.get_resync_work(), Some(3));
+        l.set_region_sync(3, true).unwrap();
         assert_eq!(l.get_resync_work(), Some(4));
+        assert_eq!(l.in_sync_hint(), 4, "region 4 is being recovered");
+        l.set_region_sync(4, true).unwrap();
         assert_eq!(l.get_resync_work(), None);
-        assert_eq!(l.in_sync_hint(), 4, "region 4 is still being recovered");
         assert_eq!(l.get_resync_work(), None, "scan stays done until resume");
         l.resume_core();
         assert_eq!(l.get_resync_work(), Some(2));
-        assert_eq!(
-            l.get_resync_work(),
-            None,
-            "3 and 4 are still recovering, not handed out twice"
-        );
-        l.set_region_sync(3, true).unwrap();
-        l.set_region_sync(4, true).unwrap();
         l.set_region_sync(2, true).unwrap();
+        assert_eq!(l.get_resync_work(), None);
         assert_eq!(l.sync_count(), 5);
         assert_eq!(l.in_sync_hint(), 5);
         assert_eq!(l.is_remote_recovering(4), Ok((false, 5)));
         assert!(l.is_remote_recovering(5).is_err());
+    }
+
+    #[test]
+    fn resync_work_asked_again_gets_the_same_region() {
+        // dm-raid1 asks again only if it never got the answer.
+        let mut l = log("40 core 8");
+        assert_eq!(l.get_resync_work(), Some(0));
+        assert_eq!(l.get_resync_work(), Some(0), "the answer was lost: again");
+        l.set_region_sync(0, true).unwrap();
+        assert_eq!(l.get_resync_work(), Some(1));
+        l.set_region_sync(1, false).unwrap();
+        assert_eq!(
+            l.get_resync_work(),
+            Some(2),
+            "a failed region waits for the next pass"
+        );
     }
 
     #[test]

@@ -218,7 +218,9 @@ impl LogStore {
         self.index.is_empty()
     }
 
-    /// Restores the logs of the state directory (at start).
+    /// Restores the logs of the state directory (at start). A disk log's
+    /// device is only opened, and written, once the kernel sends a request
+    /// for the log: it may have been destroyed while no server ran.
     pub fn load_state(&mut self) -> LoadReport {
         let mut report = LoadReport::default();
         let Some(dir) = &self.state_dir else {
@@ -281,33 +283,25 @@ impl LogStore {
             file.set_aside();
             return false;
         }
-        let device = match &config.device {
-            Some(spec) => match LogDevice::open(spec, config.region_count, &self.scratch) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    error!("{name}: {} (will retry at the next flush)", e.message);
-                    None
-                }
-            },
-            None => None,
-        };
+        // The log device is neither opened nor written until the kernel
+        // confirms the log with a request: the log may have been destroyed
+        // while no server ran, and its device number given to another
+        // device since. Marks the previous server applied but had not
+        // flushed need no write now: the kernel dispatches no write before
+        // its FLUSH succeeds, so it resends (or replays) that FLUSH, and the
+        // log's first commit writes the whole image (`Log::restore`).
         let log = Log::restore(&config, Backing::File(file));
-        let mut entry = Entry {
+        let entry = Entry {
             key: key.clone(),
             ctr: id.ctr.clone(),
             config,
             log,
-            device,
+            device: None,
             origin: Origin::Reloaded {
                 ctr_replayed: false,
             },
             counters: Counters::default(),
         };
-        // The device may lack marks the previous server had applied but not
-        // flushed: write everything back now.
-        if let Err(f) = commit(&mut entry, &mut self.total, &self.scratch) {
-            error!("{name}: {}", f.why);
-        }
         info!(
             "{name}: restored ({} {}, {}/{} regions in sync)",
             entry.config.type_name,
@@ -433,6 +427,7 @@ impl LogStore {
         };
 
         if let Some(&slot) = self.index.get(&key) {
+            let scratch = &self.scratch;
             let entry = self.slots[slot].as_mut().expect("indexed slot is live");
             if entry.ctr == text {
                 if let Origin::Reloaded { .. } = entry.origin {
@@ -441,6 +436,9 @@ impl LogStore {
                         "{}: constructor replayed after a restart: state kept",
                         entry.name()
                     );
+                    // The reply names the device (a CTR resent after a
+                    // timeout may be the kernel constructing the log).
+                    open_confirmed_device(entry, scratch);
                 } else {
                     info!("{}: constructor repeated: state kept", entry.name());
                 }
@@ -560,7 +558,11 @@ impl LogStore {
             );
             entry.log.reset();
         }
-        entry.origin = Origin::Live;
+        if entry.origin != Origin::Live {
+            // The kernel has the log: its device is the one named.
+            open_confirmed_device(entry, scratch);
+            entry.origin = Origin::Live;
+        }
         let log = &mut entry.log;
         let mut regions = [0u64; MAX_GROUP_REGIONS];
 
@@ -696,6 +698,8 @@ impl LogStore {
     }
 
     /// Writes what disk logs have not committed yet (at exit; best effort).
+    /// Logs only reloaded from their state files, not confirmed by the
+    /// kernel since, are left alone (see [`Self::load_state`]).
     pub fn commit_all(&mut self) {
         let Self {
             slots,
@@ -703,7 +707,11 @@ impl LogStore {
             scratch,
             ..
         } = self;
-        for entry in slots.iter_mut().flatten() {
+        for entry in slots
+            .iter_mut()
+            .flatten()
+            .filter(|e| e.origin == Origin::Live)
+        {
             if let Err(f) = commit(entry, total, scratch) {
                 error!("{}: {}", entry.name(), f.why);
             }
@@ -826,6 +834,22 @@ fn status_table(entry: &Entry, out: &mut [u8]) -> usize {
         ),
     };
     w.position() as usize
+}
+
+/// Opens the log device of a reloaded disk log once the kernel has shown
+/// that the log exists. A failure is logged; the next commit retries.
+fn open_confirmed_device(entry: &mut Entry, scratch: &Path) {
+    let (None, Some(spec)) = (&entry.device, &entry.config.device) else {
+        return;
+    };
+    match LogDevice::open(spec, entry.log.region_count(), scratch) {
+        Ok(d) => entry.device = Some(d),
+        Err(e) => error!(
+            "{}: {} (will retry at the next flush)",
+            entry.name(),
+            e.message
+        ),
+    }
 }
 
 /// Commits a disk log's pending changes; a write failure marks the log

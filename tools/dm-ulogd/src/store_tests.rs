@@ -208,7 +208,12 @@ fn sync_modes_of_a_core_log() {
     assert_eq!(u64::from_ne_bytes(rr[8..].try_into().unwrap()), 13);
     h.ctr(2, "100 clustered-core 8 sync");
     assert_eq!(h.count(2), 0);
-    let handed: Vec<u64> = std::iter::from_fn(|| h.resync_work(2)).collect();
+    let handed: Vec<u64> = std::iter::from_fn(|| {
+        let r = h.resync_work(2)?;
+        h.set_sync(2, r, true);
+        Some(r)
+    })
+    .collect();
     assert_eq!(handed, (0..13).collect::<Vec<_>>(), "each region once");
 }
 
@@ -476,7 +481,13 @@ fn disk_log_reads_an_image_written_by_dm_log() {
         assert_eq!(h.word(1, RequestType::InSync, r), expect, "region {r}");
         assert_eq!(h.word(1, RequestType::IsClean, r), expect, "region {r}");
     }
-    let handed: Vec<u64> = std::iter::from_fn(|| h.resync_work(1)).take(3).collect();
+    let handed: Vec<u64> = std::iter::from_fn(|| {
+        let r = h.resync_work(1)?;
+        h.set_sync(1, r, false); // not written back: the image stays as it was
+        Some(r)
+    })
+    .take(3)
+    .collect();
     assert_eq!(handed, [0, 3, 6]);
     assert_eq!(h.text(1, RequestType::StatusInfo), "3 disk 0:0 A");
     // Written back unchanged (same bits, same header).
@@ -744,14 +755,66 @@ fn disk_log_restart_writes_unflushed_marks() {
     drop(h); // dies before the FLUSH
 
     let mut h = Harness::persistent(&state);
-    assert!(!on_disk_clean(&dev, 42), "the reload wrote the mark out");
-    assert_eq!(h.entry(2).log.pending_commit(), None);
-    // The FLUSH resent by the kernel finds nothing left to write.
-    let w = h.entry(2).counters.disk_writes;
+    assert!(on_disk_clean(&dev, 42), "the reload writes nothing");
+    // The kernel resends the FLUSH (it writes no data before it succeeds):
+    // the whole image goes out, durably, before the reply.
     h.ok(2, RequestType::Flush, &[]);
-    assert_eq!(h.entry(2).counters.disk_writes, w);
+    assert!(!on_disk_clean(&dev, 42), "the mark is on the device");
+    let c = &h.entry(2).counters;
+    assert_eq!((c.disk_writes, c.disk_syncs), (1, 1));
+    assert_eq!(h.entry(2).log.pending_commit(), None);
     assert_eq!(h.count(2), 100);
     assert_eq!(h.text(2, RequestType::StatusInfo), "3 clustered-disk 0:0 A");
+}
+
+#[test]
+fn a_reloaded_disk_log_leaves_its_device_alone_until_the_kernel_asks() {
+    // The mirror was removed while no server ran (its DTR was lost), and
+    // the device number went to another device: the state file must not
+    // make the server open or write it.
+    let tmp = TempDir::new();
+    let state = tmp.path().join("state");
+    let dev = device_file(tmp.path(), &[], 1 << 16);
+    let ctr = format!("800 clustered-disk {} 8", dev.display());
+    let mut h = Harness::persistent(&state);
+    h.ctr(2, &ctr);
+    h.ok(2, RequestType::Resume, &[]);
+    h.ok(2, RequestType::Flush, &regions(&[7]));
+    drop(h);
+    let other = vec![0x5a_u8; 1 << 16];
+    std::fs::write(&dev, &other).unwrap();
+
+    let mut h = Harness::persistent(&state);
+    assert_eq!(h.store.len(), 1);
+    assert!(h.entry(2).device.is_none(), "not opened at start");
+    h.store.commit_all(); // an orderly exit
+    drop(h);
+    assert_eq!(std::fs::read(&dev).unwrap(), other, "never written");
+
+    // Once the kernel shows the log exists, the device is its own again.
+    let mut h = Harness::persistent(&state);
+    assert_eq!(h.word(2, RequestType::IsClean, 7), 0);
+    assert!(h.entry(2).device.is_some(), "opened at the first request");
+    assert_eq!(h.entry(2).origin, Origin::Live);
+    h.ok(2, RequestType::Flush, &[]);
+    let img = std::fs::read(&dev).unwrap();
+    assert_eq!(DiskHeader::decode(&img).unwrap(), DiskHeader::current(100));
+    assert!(!on_disk_clean(&dev, 7));
+}
+
+#[test]
+fn a_replayed_ctr_of_a_reloaded_disk_log_names_its_device() {
+    let tmp = TempDir::new();
+    let state = tmp.path().join("state");
+    let dev = device_file(tmp.path(), &[], 1 << 16);
+    let ctr = format!("800 clustered-disk {} 8", dev.display());
+    let mut h = Harness::persistent(&state);
+    h.ctr(2, &ctr);
+    drop(h); // died before answering: the kernel resends the CTR
+    let mut h = Harness::persistent(&state);
+    assert!(h.entry(2).device.is_none());
+    assert_eq!(h.ctr(2, &ctr).0, 0);
+    assert!(h.entry(2).device.is_some(), "opened for the reply");
 }
 
 #[test]
@@ -894,12 +957,15 @@ fn a_killed_server_loses_nothing() {
     assert_eq!(h.word(1, RequestType::IsClean, 12), 1);
     assert_eq!(h.word(1, RequestType::InSync, 500), 1);
     assert_eq!(h.count(1), 1);
+    assert_eq!(h.word(2, RequestType::IsClean, 7), 0);
+    // The kernel resends the FLUSH it got no answer to: the mark the dead
+    // server applied reaches the device before the reply.
+    h.ok(2, RequestType::Flush, &[]);
     assert!(
         !on_disk_clean(&dev, 7),
         "the unflushed mark reached the device"
     );
     assert!(on_disk_clean(&dev, 8));
-    assert_eq!(h.word(2, RequestType::IsClean, 7), 0);
 }
 
 #[test]

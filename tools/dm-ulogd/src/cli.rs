@@ -15,8 +15,9 @@ pub const USAGE: &str = "\
 Usage: dm-ulogd [OPTIONS]
        dm-ulogd stats [--json] [--reset] [--state-dir DIR]
 
-Serves device-mapper 'userspace' dirty logs on this machine (no cluster),
-speaking the kernel's request version 3 over the netlink connector. Accepts
+Serves device-mapper 'userspace' dirty logs on this machine (with --cluster,
+coherently across the machines sharing a mirror), speaking the kernel's
+request version 3 over the netlink connector. Accepts
 cmirrord's log arguments, so LVM tables work unchanged:
   clustered-core <region_size> [sync|nosync] [block_on_error]
   clustered-disk <log dev> <region_size> [sync|nosync] [block_on_error]
@@ -33,6 +34,10 @@ Options:
       --rcvbuf BYTES   netlink receive buffer (default 8388608)
       --no-mlock       do not lock the server's memory (by default it is
                        locked, so serving a request never waits for swap)
+      --cluster        keep each log coherent across the nodes sharing the
+                       mirror, over corosync (one CPG group per log, named
+                       after its uuid; cmirrord's role). Needs a build with
+                       the 'cluster' feature and corosync running
   -h, --help           show this help
   -V, --version        show the version
 
@@ -61,6 +66,8 @@ pub struct ServeOptions {
     pub rcvbuf: usize,
     /// Lock memory.
     pub mlock: bool,
+    /// Cluster mode (over corosync).
+    pub cluster: bool,
 }
 
 /// Options of `dm-ulogd stats`.
@@ -101,6 +108,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, String> {
         verbose: false,
         rcvbuf: DEFAULT_RCVBUF,
         mlock: true,
+        cluster: false,
     };
     let (mut json, mut reset) = (false, false);
     while let Some(arg) = args.next() {
@@ -142,6 +150,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, String> {
             "--no-mlock" => {
                 serve_only(&name)?;
                 serve.mlock = false;
+            }
+            "--cluster" => {
+                serve_only(&name)?;
+                serve.cluster = true;
             }
             "--rcvbuf" => {
                 serve_only(&name)?;
@@ -185,7 +197,7 @@ mod tests {
             panic!()
         };
         assert_eq!(o.state_dir, PathBuf::from("/run/dm-ulogd"));
-        assert!(o.mlock && !o.verbose && !o.syslog && !o.timestamps);
+        assert!(o.mlock && !o.verbose && !o.syslog && !o.timestamps && !o.cluster);
         assert_eq!(o.rcvbuf, DEFAULT_RCVBUF);
         let Mode::Serve(o) = p(&[
             "-v",
@@ -195,11 +207,12 @@ mod tests {
             "--rcvbuf=1048576",
             "--no-mlock",
             "-t",
+            "--cluster",
         ])
         .unwrap() else {
             panic!()
         };
-        assert!(o.verbose && o.syslog && o.timestamps && !o.mlock);
+        assert!(o.verbose && o.syslog && o.timestamps && !o.mlock && o.cluster);
         assert_eq!(o.state_dir, PathBuf::from("/tmp/x"));
         assert_eq!(o.rcvbuf, 1 << 20);
         assert_eq!(p(&["--help"]), Ok(Mode::Help));
@@ -244,6 +257,7 @@ mod tests {
             "--verbose",
             "--rcvbuf",
             "--no-mlock",
+            "--cluster",
             "--help",
             "--version",
             "--json",

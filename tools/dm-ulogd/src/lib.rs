@@ -10,7 +10,8 @@
 //!   can later drive it from totally ordered messages);
 //! - [`log_device`], [`state_file`]: the log device and the restart state;
 //! - [`store`]: the (uuid, luid) table and request dispatch;
-//! - [`server`], [`control`], [`stats`], [`logging`], [`cli`]: the daemon.
+//! - [`server`], [`control`], [`stats`], [`logging`], [`cli`]: the daemon;
+//! - [`cluster`]: `--cluster`, logs kept coherent across nodes (corosync).
 //!
 //! All `unsafe` is in [`sys`] (and in `ulog_proto::socket`).
 
@@ -19,6 +20,7 @@
 
 pub mod bitmap;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod ctr_args;
 pub mod disk_format;

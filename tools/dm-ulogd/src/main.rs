@@ -78,6 +78,15 @@ fn main() -> ExitCode {
                 state_dir: o.state_dir,
                 rcvbuf: o.rcvbuf,
             };
+            if o.cluster {
+                return match dm_ulogd::cluster::server::run(&options) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        error!("{e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             let mut server = match Server::start(&options) {
                 Ok(s) => s,
                 Err(e) => {

@@ -10,8 +10,8 @@ KDIR ?= $(shell scripts/default-kdir.sh)
 # or a version suffix such as -19) for Rust kernels with KASAN.
 LLVM ?= -19
 
-.PHONY: all module clippy tools check demo clean help
-.PHONY: install uninstall dkms dkms-uninstall htmldocs
+.PHONY: all module clippy tools check stress demo bench clean help
+.PHONY: install uninstall dkms dkms-uninstall htmldocs cluster-check
 
 all: module
 
@@ -24,16 +24,34 @@ clippy:
 tools:
 	cd tools && cargo build --release --locked
 
-# Everything: prerequisites, debug kernel, lint gates, host unit tests and
-# the kselftests in QEMU. DMLU_TESTS=a.sh,b.sh runs only those kselftests.
+# Everything: prerequisites, debug kernels (6.12 and 7.3), lint gates, host
+# unit tests and the kselftests in QEMU on each kernel. DMLU_TESTS=a.sh,b.sh
+# runs only those kselftests, DMLU_SERIES=6.12 only that kernel.
 check:
 	scripts/check.sh
+
+# The long form of the stress kselftests on the 6.12 debug kernel (hours).
+stress:
+	scripts/stress.sh
 
 # The product end to end in QEMU on the perf kernel: a mirror with a
 # userspace log served by dm-ulogd, written, resynced, shown, removed.
 demo:
 	scripts/deps.sh
 	scripts/guest.sh --flavour perf --run /usr/libexec/dmlu/demo.sh --out out/demo
+
+# Our module against the in-tree C module, the core and disk logs and
+# dm-linear, in one QEMU boot of the perf kernel (about 20 minutes under
+# TCG; DMLU_BENCH_QUICK=1 for a short run). Tables and chart in out/bench.
+bench:
+	scripts/deps.sh
+	scripts/bench.sh
+
+# dm-ulogd --cluster on two QEMU guests sharing a disk, over corosync: join,
+# sync, cross reads, concurrent writes, a node killed and rejoining, and
+# IOPS per node (about 5 minutes under TCG; see scripts/cluster.sh).
+cluster-check:
+	scripts/cluster.sh
 
 # Install the module to /lib/modules/<release of KDIR>/updates (ahead of the
 # in-tree C module), dm-ulogd, its systemd unit and man page; see
@@ -69,7 +87,13 @@ help:
 	@echo 'make clippy      the same, linted by clippy'
 	@echo 'make tools       build the userspace programs in tools/'
 	@echo 'make check       install prerequisites, lint, unit tests, kselftests in QEMU'
+	@echo '                 on 6.12 and 7.3 (DMLU_SERIES=6.12, DMLU_TESTS=a.sh,b.sh: fewer)'
+	@echo 'make stress      the long form of the stress kselftests (DMLU_STRESS_TESTS=)'
 	@echo 'make demo        a userspace-log mirror end to end in QEMU'
+	@echo 'make bench       our module vs the C module and the kernel logs, in QEMU:'
+	@echo '                 out/bench/bench.md, .json, .png (DMLU_BENCH_QUICK=1: short run)'
+	@echo 'make cluster-check  dm-ulogd --cluster on two QEMU guests over corosync:'
+	@echo '                 a shared mirror, node killed and rejoining; out/cluster'
 	@echo 'make install     install the module (for KDIR), dm-ulogd, its unit and man page'
 	@echo '                 (DESTDIR=, PREFIX=/usr/local); make uninstall removes them'
 	@echo 'make dkms        module sources to /usr/src for DKMS; make dkms-uninstall'

@@ -17,8 +17,15 @@ APT_PKGS=(
 	python3-docutils
 	# the packaging tests (scripts/dkms-test.sh)
 	dkms
+	# the chart of `make bench` (scripts/bench-report.py)
+	gnuplot-nox
 	"$@"
 )
+# dm-ulogd's `cluster` feature and the two-node cluster test: libcpg and
+# corosync (only with DMLU_CLUSTER=1: the package starts a corosync).
+if [ "${DMLU_CLUSTER:-0}" = 1 ]; then
+	APT_PKGS+=(libcpg-dev libcmap-dev libquorum-dev libvotequorum-dev libcfg-dev corosync)
+fi
 
 missing_pkgs() {
 	local p

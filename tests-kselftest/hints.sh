@@ -4,14 +4,15 @@
 # When the log answers without asking: IS_REMOTE_RECOVERING is asked at most
 # once per 250 ms per log (the C module shares one limit between all logs),
 # not at all below the in-sync hint; once every region is known in sync,
-# GET_RESYNC_WORK is not asked either; a resume forgets the hint.
+# GET_RESYNC_WORK is not asked either; a resume forgets the hint; a failed
+# IS_REMOTE_RECOVERING means "recovering".
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_trace.sh"
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 7
+ktap_set_plan 8
 trap cleanup_all EXIT
 
 load_module
@@ -94,5 +95,22 @@ dmsetup remove dmlu-ha
 dmsetup remove dmlu-hb
 dmsetup remove dmlu-hc
 check "all mirrors removed" bash -c '! dmsetup ls | grep -q dmlu-h'
+
+# A failed IS_REMOTE_RECOVERING counts as "recovering" (as in the C module):
+# the write is requeued and waits for a later answer, not marked at once.
+stop_test_server
+start_test_server --stall-resync --fault IS_REMOTE_RECOVERING:error=5:1
+LEGS=("${ALL[@]:0:2}")
+dmsetup create dmlu-hd --table "$(mirror_table $S "dmlu-hint-d clustered-core 1024 sync")"
+d=$(luids_of_ctr "$S clustered-core 1024 sync" | tail -n1)
+dd if=/dev/zero of=/dev/mapper/dmlu-hd bs=4k count=1 seek=$((7 * 128)) oflag=direct status=none
+waited() {
+	trace_of "$d" | awk '$4 == "type=IS_REMOTE_RECOVERING" { if (/ fault=/) failed = 1; else if (failed) again = 1 }
+		$4 == "type=MARK_REGION" && failed && !again { bad = 1 }
+		END { exit bad || !failed || !again }'
+}
+check "a failed IS_REMOTE_RECOVERING counts as recovering: the write waits for the next answer" waited
+dmsetup remove dmlu-hd
+LEGS=("${ALL[@]}")
 
 ktap_finished

@@ -3,12 +3,14 @@
 #
 # The module loads with insmod, registers its connector callback and its log
 # type, says what it is, unloads, and reloads without leaving anything behind.
+# Installed for modprobe, it is loaded on demand by dm-log.c (which asks for
+# "dm-log-<type>") when a table names the userspace log.
 
 . "$(dirname "$0")/lib.sh"
 require_env insmod rmmod modinfo
 
 ktap_print_header
-ktap_set_plan 9
+ktap_set_plan 11
 
 unload_module
 leaks_reset
@@ -34,5 +36,24 @@ for _ in $(seq 10); do
 done
 check "10 load/unload cycles" $reload_ok
 if leaks_found; then ktap_test_fail "no memory leaked (kmemleak)"; else ktap_test_pass "no memory leaked (kmemleak)"; fi
+
+# On-demand loading: the module in /lib/modules/<release>/extra, modprobe
+# and depmod (kmod) in place. No server listens, so the table fails to load
+# (the CTR finds no server), but the module was loaded for it.
+# (kmod's own, not busybox's applets: the kernel runs /sbin/modprobe.)
+trap 'cleanup_all; rm -rf "$EXTRA"; /sbin/depmod -a 2>/dev/null' EXIT
+EXTRA=/lib/modules/$(uname -r)/extra
+kmod=$(command -v kmod)
+mkdir -p "$EXTRA" /sbin
+cp "$DMLU_MODULE" "$EXTRA/"
+ln -sf "$kmod" /sbin/modprobe
+ln -sf "$kmod" /sbin/depmod
+/sbin/depmod -a 2>/dev/null
+check "modprobe finds it by its alias" \
+	bash -c '/sbin/modprobe -n -v dm-log-userspace 2>&1 | grep -q extra/dm-log-userspace.ko'
+make_legs 2 4
+dmsetup create dmlu-autoload --table \
+	"0 8192 mirror userspace 4 dmlu-autoload clustered-core 1024 nosync 2 ${LEGS[0]} 0 ${LEGS[1]} 0 0" 2>/dev/null
+check "a table with a userspace log loads the module on demand" module_loaded
 
 ktap_finished

@@ -7,7 +7,10 @@
 # data, a data_size that disagrees with the message, an odd errno, all fail
 # the request; a reply naming another log is ignored; a reply later than
 # the 15 s resend is dropped and the resent request answered; replies from
-# a process without CAP_SYS_ADMIN are ignored.
+# a process without CAP_SYS_ADMIN are ignored. A refused group of marks is
+# sent again one region per request; a failed IN_SYNC means "not in sync";
+# a failed lazy FLUSH raises a table event; with integrated_flush a refused
+# FLUSH fails the flush and keeps its marks.
 #
 # `dmsetup status` asks GET_SYNC_COUNT (a failure shows as 0 regions in
 # sync) and STATUS_INFO (a failure shows as "userspace 1 COM_FAILURE").
@@ -17,7 +20,7 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 26
+ktap_set_plan 32
 trap cleanup_all EXIT
 
 load_module
@@ -72,6 +75,14 @@ scenario GET_SYNC_COUNT:ack-error=70000:1:1
 odd_errno() { in_sync_count 0 && log_has "ack with errno 70000"; }
 check "ack with errno 70000: request fails, logged" odd_errno
 
+# Answers the request cannot have: refused as malformed, not believed.
+scenario GET_SYNC_COUNT:value=40:1:1
+impossible_count() { in_sync_count 0 && log_has "bad reply to GET_SYNC_COUNT: 40"; }
+check "a sync count above the 32 regions is refused (0 in sync), logged" impossible_count
+FEATURES=0 scenario IN_SYNC:value=2:1
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1536 oflag=direct status=none
+check "an IN_SYNC answer of 2 is refused, logged" log_has "bad reply to IN_SYNC: Some\(2\)"
+
 scenario STATUS_INFO:truncated:1
 check "a message shorter than a header is ignored; the resent request answered" \
 	status_is "1 ulog-test-server"
@@ -87,6 +98,14 @@ wait "$first"
 check "a refused group of 4 marks is sent again one region per request" \
 	test "$(region_counts "$LUID" MARK_REGION)" = "1 4 1 1 1 1 "
 
+# IN_SYNC failing: the region counts as out of sync (as in the C module),
+# so dm-raid1 writes the default leg only, for a resync to copy.
+FEATURES=0 scenario IN_SYNC:error=5:1
+dd if=/dev/urandom of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1280 oflag=direct status=none
+block_of() { dd if="$1" bs=4k skip=1280 count=1 iflag=direct status=none | od -An -tx1 | md5sum; }
+check "a failed IN_SYNC counts as not in sync: the write went to the default leg only" \
+	test "$(block_of "${LEGS[0]}")" != "$(block_of "${LEGS[1]}")"
+
 # Without handle_errors the mirror writes on when its log fails.
 FEATURES=0 scenario FLUSH:error=5:1
 events() { dmsetup info dmlu-rf | awk '/Event number/ {print $3}'; }
@@ -99,6 +118,41 @@ remarked() {
 	[ "$(trace_of "$LUID" | grep " type=MARK_REGION " | grep -cE "regions=([0-9]+,)*1(,| |$)")" -ge 2 ]
 }
 check "... and its marks go out again with the next flush, not lost" remarked
+
+# The write's FLUSH is answered; the lazy FLUSH of its clear, 3 s later, fails.
+FEATURES=0 scenario FLUSH:error=5:1:1
+ev0=$(events)
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=128 oflag=direct status=none
+wait_trace "$LUID" CLEAR_REGION 10 >/dev/null
+sleep 4.5
+lazy_failed() { [ "$(events)" -gt "$ev0" ] && log_has "lazy flush failed"; }
+check "a failed lazy FLUSH raises a table event too, logged" lazy_failed
+
+# With integrated_flush the marks ride in the FLUSH: a refused one fails the
+# flush, with no one-region-at-a-time fallback (as in the C module); the
+# marks stay for the next flush.
+dmsetup remove dmlu-rf
+stop_test_server
+rm -f "$TRACE"
+start_test_server --fault FLUSH:error=22:1
+n=$((n + 1))
+dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-$n integrated_flush clustered-core 1024 nosync" 0)"
+LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
+mark_log
+flushes_with() { trace_of "$LUID" | grep " type=FLUSH " | grep -cE "regions=([0-9]+,)*$1(,| |\$)"; }
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=768 oflag=direct status=none # region 6
+sleep 1
+# No fallback: the request after the refused FLUSH is not a FLUSH again.
+not_resent() {
+	trace_of "$LUID" | awk 'refused && !next_seen { bad = $4 == "type=FLUSH"; next_seen = 1 }
+		/ type=FLUSH .* fault=/ { refused = 1 }
+		END { exit !next_seen || bad }' && log_has "flush failed"
+}
+check "integrated_flush: a refused FLUSH fails the flush, not resent one region at a time, logged" not_resent
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1280 oflag=direct status=none
+sleep 1
+check "... and its mark rides again with the next flush" test "$(flushes_with 6)" -ge 2
+dump_traces_if_failed "$LUID"
 
 scenario STATUS_INFO:error=5:1
 check "server error: status says userspace 1 COM_FAILURE" status_is "userspace 1 COM_FAILURE"

@@ -27,6 +27,9 @@ pub enum Action {
     TooMuch,
     /// Full reply with 4 bytes less data than the normal answer.
     Short,
+    /// Full reply whose first 8 bytes of data are this value (an answer
+    /// the request cannot have, e.g. 2 for a flag).
+    Value(i64),
     /// Full reply whose `data_size` claims 100 bytes more than it carries.
     BadDataSize,
     /// A message of 100 bytes: shorter than a request header.
@@ -87,6 +90,12 @@ impl Rule {
             "error" => Action::Error(number("errno")? as i32),
             "too-much" => Action::TooMuch,
             "short" => Action::Short,
+            "value" => Action::Value(
+                value
+                    .ok_or_else(|| format!("'value' needs =N in '{spec}'"))?
+                    .parse()
+                    .map_err(|_| format!("bad value in '{spec}'"))?,
+            ),
             "bad-data-size" => Action::BadDataSize,
             "truncated" => Action::Truncated,
             "wrong-luid" => Action::WrongLuid,
@@ -142,6 +151,9 @@ mod tests {
         let r = Rule::parse("IN_SYNC:late=17000:1").unwrap();
         assert_eq!(r.kind, Some(RequestType::InSync));
         assert_eq!(r.action, Action::Late(17000));
+        let v = Rule::parse("IN_SYNC:value=-2").unwrap();
+        assert_eq!(v.action, Action::Value(-2));
+        assert!(Rule::parse("IN_SYNC:value").is_err());
         assert_eq!((r.count, r.skip), (1, 0));
         let r = Rule::parse("any:drop:2:3").unwrap();
         assert_eq!(

@@ -37,8 +37,9 @@ Options:
   --fault RULE        TYPE:ACTION[:COUNT[:SKIP]] (repeatable); TYPE is a
                       request name (IN_SYNC, FLUSH, ...) or 'any'; ACTION is
                       late=MS, eagain, eagain-reply, ack-only, ack-error=N,
-                      error=N, too-much, short, bad-data-size, truncated,
-                      wrong-luid, wrong-type, drop or exit; COUNT 0: every time
+                      error=N, too-much, short, value=N (the first 8 bytes
+                      of data), bad-data-size, truncated, wrong-luid,
+                      wrong-type, drop or exit; COUNT 0: every time
   --region-size N     answer GET_REGION_SIZE with N whatever the CTR says
   --status TEXT       STATUS_INFO answer (default '1 ulog-test-server')
   --stall-resync      never hand out resync work (a 'sync' mirror stays out
@@ -184,6 +185,11 @@ fn reply(
         }
         Some(Action::TooMuch) => data.extend_from_slice(&[0x5a; 64]),
         Some(Action::Short) => data.truncate(data.len().saturating_sub(4)),
+        Some(Action::Value(v)) => {
+            if let Some(first) = data.get_mut(..8) {
+                first.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
         Some(Action::BadDataSize) => {
             out.data_size = data.len() as u32 + 100;
             let mut buf = vec![0u8; HEADER_SIZE];

@@ -588,8 +588,8 @@ impl Channel {
                 Err(e) if is_enobufs(e) => return Ok(seq),
                 // No memory for the message, for now: try again rather than
                 // fail the request. A failed IN_SYNC sends a write to the
-                // primary leg only, unmarked; a failed SET_REGION_SYNC leaves
-                // the region out of sync at the server until the next resume.
+                // default leg only; a failed SET_REGION_SYNC leaves the
+                // region out of sync at the server until the next resume.
                 Err(e) if e == ENOMEM && nomem < SEND_NOMEM_RETRIES => {
                     nomem += 1;
                     self.nomem_retries.fetch_add(1, Ordering::Relaxed);

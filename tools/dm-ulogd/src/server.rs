@@ -79,8 +79,9 @@ pub struct Dispatcher {
     reply_buf: Vec<u8>,
 }
 
-/// Takes the state directory's lock, so two servers never share it.
-fn lock_state_dir(dir: &Path) -> Result<File, String> {
+/// Takes the state directory's lock, so two servers never share it (single
+/// node and cluster mode alike).
+pub(crate) fn lock_state_dir(dir: &Path) -> Result<File, String> {
     let path = dir.join("lock");
     let mut file = OpenOptions::new()
         .read(true)

@@ -8,10 +8,9 @@
 //! flush's clears, marks and FLUSH back to back before waiting, and all of
 //! it then travels as one message).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -50,28 +49,7 @@ pub struct ClusterServer<T: Transport> {
 fn lock_state_dir(dir: &Path) -> Result<File, String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
-    let path = dir.join("lock");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match sys::try_lock_exclusive(&file) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(format!(
-                "another dm-ulogd is using state directory {}",
-                dir.display()
-            ))
-        }
-        Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
-    }
-    let _ = file.set_len(0);
-    let _ = writeln!(file, "{}", std::process::id());
-    Ok(file)
+    crate::server::lock_state_dir(dir)
 }
 
 impl<T: Transport> ClusterServer<T> {

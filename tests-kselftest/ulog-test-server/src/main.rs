@@ -91,21 +91,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Drops to `uid` (and the same gid) for good.
-fn drop_privileges(uid: u32) -> io::Result<()> {
-    // SAFETY: setgroups/setgid/setuid take plain integers or a null list.
-    let ok = unsafe {
-        libc::setgroups(0, std::ptr::null()) == 0
-            && libc::setgid(uid) == 0
-            && libc::setuid(uid) == 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Whether another datagram is already queued on `sock`.
 fn pending(sock: &ConnectorSocket) -> bool {
     let mut byte = 0u8;
@@ -226,7 +211,7 @@ fn run(mut o: Options) -> io::Result<()> {
         std::fs::write(path, b"")?;
     }
     if let Some(uid) = o.user {
-        drop_privileges(uid)?;
+        ulog_proto::socket::drop_privileges(uid)?;
     }
     let mut model = Model::new(o.region_size, o.status.clone(), o.stall_resync);
     let t0 = Instant::now();

@@ -115,21 +115,6 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// Drops to `uid` (and the same gid) for good.
-fn drop_privileges(uid: u32) -> io::Result<()> {
-    // SAFETY: setgroups/setgid/setuid take plain integers or a null list.
-    let ok = unsafe {
-        libc::setgroups(0, std::ptr::null()) == 0
-            && libc::setgid(uid) == 0
-            && libc::setuid(uid) == 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Sends the datagram `bytes` to the kernel, and to the members of netlink
 /// group `group` if it is not 0.
 fn send_datagram(sock: &ConnectorSocket, bytes: &[u8], group: u32) -> io::Result<()> {
@@ -210,7 +195,7 @@ fn run(o: &Options) -> io::Result<Figures> {
     })?;
     let mode = match o.user {
         Some(uid) => {
-            drop_privileges(uid)?;
+            ulog_proto::socket::drop_privileges(uid)?;
             Mode::Unprivileged
         }
         None => Mode::Root,

@@ -462,6 +462,22 @@ pub fn parse_datagram(sender: Sender, buf: &[u8], n: usize) -> Received<'_> {
     }
 }
 
+/// Drops to `uid` (and the same gid) for good: a peer that keeps its
+/// socket but loses `CAP_SYS_ADMIN`, whose replies the kernel must ignore.
+pub fn drop_privileges(uid: u32) -> io::Result<()> {
+    // SAFETY: setgroups/setgid/setuid take plain integers or a null list.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(uid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Writes the netlink frame [`ConnectorSocket`] would send: `nlmsghdr`
 /// (from `port_id`), `cn`, then `parts` back to back. Returns its length, or
 /// `None` if `out` is too small.

@@ -99,10 +99,13 @@ impl Marks {
 
 fn bitmap(count: u64) -> Result<Bitmap> {
     let (main, summary) = words_for(count).ok_or(ENOMEM)?;
+    // A server's region size can ask for more than kvmalloc allows: fail
+    // with ENOMEM and our own message, not a warning.
+    let flags = GFP_KERNEL | __GFP_NOWARN;
     RegionSet::new(
         count,
-        KVVec::from_elem(0, main, GFP_KERNEL)?,
-        KVVec::from_elem(0, summary, GFP_KERNEL)?,
+        KVVec::from_elem(0, main, flags)?,
+        KVVec::from_elem(0, summary, flags)?,
     )
     .ok_or(EINVAL)
 }
@@ -243,15 +246,18 @@ impl UserspaceLog {
             pr_err!("[{}] {}\n", id, e);
             EINVAL
         })?;
-        let marks = Marks::new(geometry.region_count).inspect_err(|_| {
-            pr_err!("[{}] no memory for {} regions\n", id, geometry.region_count)
-        })?;
         if !dev.is_empty() {
+            // The transfer layer checked the NUL.
             let name = CStr::from_bytes_with_nul(dev).map_err(|_| EPROTO())?;
             ctr.hold_device(name).inspect_err(|_| {
                 pr_err!("[{}] failed to register {} with device-mapper\n", id, name)
             })?;
         }
+        // Held device or not, a failure from here on is undone by the log's
+        // drop, which puts the device (the C module leaked it).
+        let marks = Marks::new(geometry.region_count).inspect_err(|_| {
+            pr_err!("[{}] no memory for {} regions\n", id, geometry.region_count)
+        })?;
         self.region_size
             .store(geometry.region_size, Ordering::Relaxed);
         self.region_count
@@ -390,6 +396,13 @@ impl DirtyLog for UserspaceLog {
                         id,
                         e
                     );
+                }
+                if e == EPROTO() || e == ENOSPC {
+                    // A malformed or oversized answer: the server holds
+                    // the log.
+                    let _ = log
+                        .channel
+                        .request(&mut lane, RequestType::Dtr, &[], &mut []);
                 }
             })?;
         let r = log.configure(log, ctr, &mut lane, &dev[..len]);

@@ -4,15 +4,16 @@
 # When the log answers without asking: IS_REMOTE_RECOVERING is asked at most
 # once per 250 ms per log (the C module shares one limit between all logs),
 # not at all below the in-sync hint; once every region is known in sync,
-# GET_RESYNC_WORK is not asked either; a resume forgets the hint; a failed
-# IS_REMOTE_RECOVERING means "recovering".
+# GET_RESYNC_WORK is not asked either; a resume forgets the hint; an
+# IS_REMOTE_RECOVERING answer moves the hint; a failed one means
+# "recovering".
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_trace.sh"
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 8
+ktap_set_plan 10
 trap cleanup_all EXIT
 
 load_module
@@ -64,7 +65,8 @@ check "the limit is per log: two logs are asked within 250 ms of each other" ind
 # Mapping a read cannot block: in_sync says EWOULDBLOCK and the mirror's
 # thread asks the server instead.
 dd if=/dev/mapper/dmlu-ha of=/dev/null bs=4k count=1 skip=$((5 * 128)) iflag=direct status=none
-check "a read of a region out of sync is answered through IN_SYNC" wait_trace "${luids[0]}" IN_SYNC 5 5
+asked_in_sync() { wait_trace "${luids[0]}" IN_SYNC 5 5 >/dev/null; }
+check "a read of a region out of sync is answered through IN_SYNC" asked_in_sync
 
 # In sync: no more queries of either kind.
 stop_test_server
@@ -111,6 +113,28 @@ waited() {
 }
 check "a failed IS_REMOTE_RECOVERING counts as recovering: the write waits for the next answer" waited
 dmsetup remove dmlu-hd
+
+# The in-sync hint of an IS_REMOTE_RECOVERING answer is kept: regions below
+# it are not asked about again (the sync count, 0 here, never sets it).
+stop_test_server
+start_test_server --stall-resync --remote-hint 16
+dmsetup create dmlu-he --table "$(mirror_table $S "dmlu-hint-e clustered-core 1024 sync")"
+e=$(luids_of_ctr "$S clustered-core 1024 sync" | tail -n1)
+write_region() {
+	sleep 0.3 # past the 250 ms limit: every write may ask
+	dd if=/dev/zero of=/dev/mapper/dmlu-he bs=4k count=1 seek=$(($1 * 128)) oflag=direct status=none
+}
+write_region 20
+first=$(count_type "$e" IS_REMOTE_RECOVERING)
+for r in 0 3 7 11 15; do write_region "$r"; done
+below=$(count_type "$e" IS_REMOTE_RECOVERING)
+write_region 24
+above=$(count_type "$e" IS_REMOTE_RECOVERING)
+check "an IS_REMOTE_RECOVERING answer sets the hint: 5 writes below region 16 ask nothing" \
+	test "$first" -ge 1 -a "$below" = "$first"
+check "... while a write at region 24 asks again" test "$above" -gt "$below"
+dump_traces_if_failed "$e"
+dmsetup remove dmlu-he
 LEGS=("${ALL[@]}")
 
 ktap_finished

@@ -3,7 +3,9 @@
 #
 # Constructing and destroying userspace logs: the CTR string and the table
 # line, bad table arguments, a server that refuses or sends a bad region
-# size (the log is then destroyed again with DTR), no server at all, a
+# size (the log is then destroyed again with DTR), the log device a CTR
+# reply names (held, refused without its NUL, let go when the construction
+# fails after it was taken), no server at all, a
 # reload with the same uuid, luids that are unique and no kernel address,
 # and a module that cannot go while a log exists.
 
@@ -12,7 +14,7 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 23
+ktap_set_plan 29
 trap cleanup_all EXIT
 
 leaks_reset
@@ -55,6 +57,58 @@ for size in 1000 0; do
 	}
 	check "... logs why and destroys the server's log with DTR" undone
 done
+
+# The log device of a disk log's server, named in the CTR reply.
+rm -f "$WORK/logdev"
+truncate -s 1M "$WORK/logdev"
+logdev=$(losetup -f)
+losetup "$logdev" "$WORK/logdev"
+holders() { ls "/sys/block/${logdev#/dev/}/holders"; }
+# requests_of CTR-PATTERN: the request types of the last log whose CTR
+# string matches.
+requests_of() { trace_of "$(luid_of_ctr "$1")" | awk '{sub("type=", "", $4); printf "%s ", $4}'; }
+stop_test_server
+start_test_server --ctr-device "$logdev"
+create "dmlu-ctr-dev clustered-disk $logdev 1024 nosync"
+held() { holders | grep -q dm-; }
+check "a device named by the CTR reply is held by the table" held
+dmsetup remove dmlu-ctr
+check "... and let go on removal" test -z "$(holders)"
+
+stop_test_server
+start_test_server --ctr-device "$logdev" --fault CTR:short:1
+mark_log
+no_nul() {
+	fails create "dmlu-ctr-nonul clustered-disk $logdev 1024 nosync" &&
+		log_has "tr-nonul\] bad reply to CTR: device name not NUL-terminated" &&
+		[ "$(requests_of "clustered-disk $logdev 1024 nosync")" = "CTR DTR " ]
+}
+check "a device name without its NUL is refused, logged, and the server told to drop the log (DTR)" no_nul
+
+stop_test_server
+start_test_server --ctr-device /dev/dmlu-no-such-device
+mark_log
+nodev() {
+	fails create "dmlu-ctr-nodev clustered-disk none 1024 nosync" &&
+		log_has "tr-nodev\] failed to register /dev/dmlu-no-such-device with device-mapper"
+}
+check "a device that cannot be opened fails the load, logged" nodev
+
+# 2^40 sectors in regions of one sector: the marks cannot be allocated once
+# the device is held (the table's size is only checked at resume).
+stop_test_server
+start_test_server --ctr-device "$logdev" --region-size 1
+mark_log
+huge() {
+	! dmsetup create dmlu-ctr --table \
+		"$(mirror_table 1099511627776 "dmlu-ctr-huge clustered-disk $logdev 2147483648 nosync")" 2>/dev/null &&
+		log_has "ctr-huge\] no memory for 1099511627776 regions" &&
+		[ "$(requests_of "clustered-disk $logdev 2147483648 nosync")" = "CTR GET_REGION_SIZE DTR " ]
+}
+check "a failure after the device is held (no memory for 2^40 regions) fails the load, logged, DTR sent" huge
+let_go() { fails log_has "dm_put_device call missing" && test -z "$(holders)"; }
+check "... and the device is let go: no 'dm_put_device call missing', no holder" let_go
+losetup -d "$logdev"
 
 stop_test_server
 start_test_server

@@ -4,13 +4,14 @@
 # A mirror with a userspace log, served by the test server: the table loads,
 # the server sees CTR "<sectors> <args>", GET_REGION_SIZE and RESUME, data
 # written reaches both legs, status and table read back as the C module
-# prints them, and removal sends DTR.
+# prints them, the IMA measurement gets nothing from the log, and removal
+# sends DTR.
 
 . "$(dirname "$0")/lib.sh"
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 9
+ktap_set_plan 10
 trap cleanup_all EXIT
 
 load_module
@@ -36,6 +37,10 @@ check "table line as the C module prints it" bash -c \
 	'dmsetup table dmlu-basic | grep -q "mirror userspace 4 $1 clustered-core 1024 nosync 2 "' _ "$uuid"
 check "status: all regions in sync, the server's status string" bash -c \
 	'dmsetup status dmlu-basic | grep -Eq " 128/128 1 AA 1 ulog-test-server$"'
+# The IMA measurement (`dmsetup measure`) gets nothing from the log, as
+# from the C module: its status for STATUSTYPE_IMA is empty.
+check "IMA measurement: the log adds nothing after log_type_status=" bash -c \
+	'dmsetup measure dmlu-basic | grep -Eq "keep_log=[yn],log_type_status=;"'
 check "8 MiB written with O_DIRECT" \
 	dd if=/dev/urandom of=/dev/mapper/dmlu-basic bs=1M count=8 oflag=direct status=none
 check "both legs hold the same data" legs_identical

@@ -4,14 +4,15 @@
 # The server goes away and comes back: the kernel finds no listener (or a
 # new server that does not know the log and answers -ESRCH), replays CTR and
 # RESUME every 2 s until a server answers, then retries the request; the
-# writes that waited complete and the mirror stays consistent.
+# writes that waited complete and the mirror stays consistent. A resume
+# itself is not retried (as in the C module): it fails at once.
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_trace.sh"
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 10
+ktap_set_plan 14
 trap cleanup_all EXIT
 
 load_module
@@ -47,6 +48,18 @@ check "... with the same CTR string" same_ctr
 check "... then the waiting request and the rest" \
 	bash -c "grep -q ' luid=$luid type=MARK_REGION ' '$TRACE' || grep -q ' luid=$luid type=FLUSH ' '$TRACE'"
 check "the kernel log tells of the reconnection" log_has "rc-1\] reconnected to userspace log server"
+# Seconds between the attempts to reach a server, from the log's timestamps.
+attempt_gaps() {
+	log_since_mark | awk -F'[][]' '/rc-1\] attempting to contact/ {
+		t = $2 + 0; if (p) printf "%.2f\n", t - p; p = t }'
+}
+every_2s() {
+	local gaps
+	gaps=$(attempt_gaps)
+	echo "# seconds between attempts: $(echo $gaps)"
+	[ -n "$gaps" ] && ! awk '$1 < 1.9 || $1 > 3' <<<"$gaps" | grep -q .
+}
+check "... after attempts 2 s apart" every_2s
 
 # 2. The server dies holding a request: after the 15 s resend a new server,
 # which does not know the log, answers -ESRCH and gets CTR and RESUME.
@@ -66,6 +79,23 @@ timed_out_then_replayed() {
 	log_has "request timed out: \[MARK_REGION/" && log_has "rc-1\] reconnected to userspace log server"
 }
 check "... after a timeout, a -ESRCH answer and a replayed CTR and RESUME" timed_out_then_replayed
+
+# 3. A resume with no server fails at once instead of waiting for one; the
+# next write brings the log back.
+dmsetup suspend dmlu-rc
+stop_test_server
+mark_log
+check "with no server a resume returns at once (RESUME is not retried)" \
+	timeout 10 dmsetup resume dmlu-rc
+check "... and the mirror says the log resume failed" log_has "log resume failed"
+rm -f "$WORK/written"
+( dd if=/dev/urandom of=/dev/mapper/dmlu-rc bs=1M count=1 seek=12 oflag=direct status=none \
+	&& touch "$WORK/written" ) &
+writer=$!
+sleep 3
+start_test_server
+wait "$writer"
+check "... and a write after it completes once a server is back" test -e "$WORK/written"
 
 dmsetup remove dmlu-rc
 check "the legs are identical" legs_identical

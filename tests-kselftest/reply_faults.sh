@@ -7,8 +7,9 @@
 # data, a data_size that disagrees with the message, an odd errno, all fail
 # the request; a reply naming another log is ignored; a reply later than
 # the 15 s resend is dropped and the resent request answered; replies from
-# a process without CAP_SYS_ADMIN are ignored. A refused group of marks is
-# sent again one region per request; a failed IN_SYNC means "not in sync";
+# a process without CAP_SYS_ADMIN are ignored. A refused group of marks or
+# clears is sent again one region per request; a resync region beyond the
+# log is refused; a failed IN_SYNC means "not in sync";
 # a failed lazy FLUSH raises a table event; with integrated_flush a refused
 # FLUSH fails the flush and keeps its marks.
 #
@@ -20,7 +21,7 @@
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 32
+ktap_set_plan 35
 trap cleanup_all EXIT
 
 load_module
@@ -39,7 +40,7 @@ scenario() {
 	start_test_server "${rules[@]}"
 	n=$((n + 1))
 	dmsetup create dmlu-rf --table \
-		"$(mirror_table $S "dmlu-rf-$n clustered-core 1024 nosync" "${FEATURES:-1 handle_errors}")"
+		"$(mirror_table $S "dmlu-rf-$n clustered-core 1024 ${SYNC:-nosync}" "${FEATURES:-1 handle_errors}")"
 	LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
 	mark_log
 }
@@ -97,6 +98,44 @@ dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 oflag=direct status=none
 wait "$first"
 check "a refused group of 4 marks is sent again one region per request" \
 	test "$(region_counts "$LUID" MARK_REGION)" = "1 4 1 1 1 1 "
+
+# Clears come grouped when several regions turn clean before the mirror's
+# thread runs, which depends on timing: up to 8 writes of 4 regions each.
+scenario 'CLEAR_REGION@2:error=22:1'
+group=""
+for try in 1 2 3 4 5 6 7 8; do
+	dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 seek=$((try % 4 + 2)) oflag=direct status=none
+	sleep 1
+	group=$(trace_of "$LUID" | grep " type=CLEAR_REGION .* fault=" | head -n1)
+	[ -n "$group" ] && break
+done
+singles_after() {
+	local at r
+	at=$(grep -n " luid=$LUID type=CLEAR_REGION .* fault=" "$TRACE" | head -n1 | cut -d: -f1)
+	for r in $(field "$group" regions | tr , ' '); do
+		tail -n +"$((at + 1))" "$TRACE" | grep " luid=$LUID type=CLEAR_REGION " |
+			grep -Eq "regions=$r( |\$)" || return 1
+	done
+}
+if [ -n "$group" ]; then
+	check "a refused group of clears ($(field "$group" regions)) is sent again one region per request" \
+		singles_after
+	dump_traces_if_failed "$LUID"
+else
+	ktap_test_skip "a refused group of clears: no clears came grouped in 8 writes"
+fi
+
+# A resync region beyond the log's 32 is refused; the resync goes on once
+# the mirror's thread runs again (a write wakes it, as after any failed
+# GET_RESYNC_WORK, in the C module too).
+SYNC=sync scenario GET_RESYNC_WORK:value2=5000:1
+sleep 1
+# Asked right after the resume, maybe before the scenario's mark_log.
+refused_5000() { dmesg | grep -q "rf-$n\] bad reply to GET_RESYNC_WORK: (Some(1), Some(5000))"; }
+check "a resync region of 5000 (of 32) is refused, logged" refused_5000
+dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=$((31 * 128)) oflag=direct status=none
+never_5000() { wait_sync dmlu-rf 120 && ! grep -q " luid=$LUID type=SET_REGION_SYNC .*regions=5000" "$TRACE"; }
+check "... and the mirror resyncs to 32/32 without it" never_5000
 
 # IN_SYNC failing: the region counts as out of sync (as in the C module),
 # so dm-raid1 writes the default leg only, for a resync to copy.

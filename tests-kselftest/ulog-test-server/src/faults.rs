@@ -2,9 +2,10 @@
 
 //! Fault rules: which requests get a bad answer, and which.
 //!
-//! A rule is `TYPE:ACTION[:COUNT[:SKIP]]`: requests of `TYPE` (a request name
-//! such as `IN_SYNC`, or `any`), after the first `SKIP` of them, get `ACTION`,
-//! `COUNT` times (0 or absent: always).
+//! A rule is `TYPE[@N]:ACTION[:COUNT[:SKIP]]`: requests of `TYPE` (a request
+//! name such as `IN_SYNC`, or `any`; with `@N`, only those carrying at least
+//! `N` regions), after the first `SKIP` of them, get `ACTION`, `COUNT` times
+//! (0 or absent: always).
 
 use ulog_proto::wire::RequestType;
 
@@ -30,6 +31,9 @@ pub enum Action {
     /// Full reply whose first 8 bytes of data are this value (an answer
     /// the request cannot have, e.g. 2 for a flag).
     Value(i64),
+    /// Full reply whose second 8 bytes of data are this value (e.g. a
+    /// GET_RESYNC_WORK region beyond the log).
+    Value2(i64),
     /// Full reply whose `data_size` claims 100 bytes more than it carries.
     BadDataSize,
     /// A message of 100 bytes: shorter than a request header.
@@ -48,6 +52,7 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     kind: Option<RequestType>,
+    min_regions: usize,
     action: Action,
     count: u64,
     skip: u64,
@@ -56,10 +61,19 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Parses `TYPE:ACTION[:COUNT[:SKIP]]`.
+    /// Parses `TYPE[@N]:ACTION[:COUNT[:SKIP]]`.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(':');
-        let kind = match parts.next().unwrap_or("") {
+        let first = parts.next().unwrap_or("");
+        let (type_name, min_regions) = match first.split_once('@') {
+            Some((name, n)) => (
+                name,
+                n.parse()
+                    .map_err(|_| format!("bad region count in '{spec}'"))?,
+            ),
+            None => (first, 0),
+        };
+        let kind = match type_name {
             "any" => None,
             name => Some(
                 RequestType::ALL
@@ -90,12 +104,17 @@ impl Rule {
             "error" => Action::Error(number("errno")? as i32),
             "too-much" => Action::TooMuch,
             "short" => Action::Short,
-            "value" => Action::Value(
-                value
-                    .ok_or_else(|| format!("'value' needs =N in '{spec}'"))?
+            "value" | "value2" => {
+                let v = value
+                    .ok_or_else(|| format!("'{name}' needs =N in '{spec}'"))?
                     .parse()
-                    .map_err(|_| format!("bad value in '{spec}'"))?,
-            ),
+                    .map_err(|_| format!("bad value in '{spec}'"))?;
+                if name == "value" {
+                    Action::Value(v)
+                } else {
+                    Action::Value2(v)
+                }
+            }
             "bad-data-size" => Action::BadDataSize,
             "truncated" => Action::Truncated,
             "wrong-luid" => Action::WrongLuid,
@@ -113,6 +132,7 @@ impl Rule {
         let skip = num("skip")?;
         Ok(Self {
             kind,
+            min_regions,
             action,
             count,
             skip,
@@ -121,9 +141,10 @@ impl Rule {
         })
     }
 
-    /// Whether the rule fires for a request of `kind`, counting it.
-    fn fires(&mut self, kind: Option<RequestType>) -> bool {
-        if self.kind.is_some() && self.kind != kind {
+    /// Whether the rule fires for a request of `kind` carrying `regions`,
+    /// counting it.
+    fn fires(&mut self, kind: Option<RequestType>, regions: usize) -> bool {
+        if (self.kind.is_some() && self.kind != kind) || regions < self.min_regions {
             return false;
         }
         self.seen += 1;
@@ -135,11 +156,12 @@ impl Rule {
     }
 }
 
-/// The first action of `rules` that fires for a request of `kind`.
-pub fn pick(rules: &mut [Rule], kind: Option<RequestType>) -> Option<Action> {
+/// The first action of `rules` that fires for a request of `kind` carrying
+/// `regions` (its payload's 8-byte words).
+pub fn pick(rules: &mut [Rule], kind: Option<RequestType>, regions: usize) -> Option<Action> {
     rules
         .iter_mut()
-        .find_map(|r| r.fires(kind).then_some(r.action))
+        .find_map(|r| r.fires(kind, regions).then_some(r.action))
 }
 
 #[cfg(test)]
@@ -154,6 +176,13 @@ mod tests {
         let v = Rule::parse("IN_SYNC:value=-2").unwrap();
         assert_eq!(v.action, Action::Value(-2));
         assert!(Rule::parse("IN_SYNC:value").is_err());
+        assert_eq!(
+            Rule::parse("GET_RESYNC_WORK:value2=99").unwrap().action,
+            Action::Value2(99)
+        );
+        let g = Rule::parse("CLEAR_REGION@2:error=22:1").unwrap();
+        assert_eq!((g.kind, g.min_regions), (Some(RequestType::ClearRegion), 2));
+        assert!(Rule::parse("CLEAR_REGION@x:drop").is_err());
         assert_eq!((r.count, r.skip), (1, 0));
         let r = Rule::parse("any:drop:2:3").unwrap();
         assert_eq!(
@@ -173,11 +202,20 @@ mod tests {
     fn counts_and_skips() {
         let mut rules = vec![Rule::parse("FLUSH:eagain:2:1").unwrap()];
         let flush = Some(RequestType::Flush);
-        let got: Vec<_> = (0..5).map(|_| pick(&mut rules, flush)).collect();
+        let got: Vec<_> = (0..5).map(|_| pick(&mut rules, flush, 0)).collect();
         assert_eq!(
             got,
             [None, Some(Action::Eagain), Some(Action::Eagain), None, None]
         );
-        assert_eq!(pick(&mut rules, Some(RequestType::InSync)), None);
+        assert_eq!(pick(&mut rules, Some(RequestType::InSync), 0), None);
+    }
+
+    #[test]
+    fn region_filter_skips_small_requests_uncounted() {
+        let mut rules = vec![Rule::parse("CLEAR_REGION@2:error=22:1").unwrap()];
+        let clear = Some(RequestType::ClearRegion);
+        assert_eq!(pick(&mut rules, clear, 1), None);
+        assert_eq!(pick(&mut rules, clear, 3), Some(Action::Error(22)));
+        assert_eq!(pick(&mut rules, clear, 4), None);
     }
 }

@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use faults::{Action, Rule};
-use model::Model;
+use model::{Model, Settings};
 use ulog_proto::socket::{ConnectorSocket, Received, SocketOptions, RECV_BUFFER_SIZE};
 use ulog_proto::wire::{Message, RequestHeader, RequestType, HEADER_SIZE};
 
@@ -34,13 +34,19 @@ Options:
                       pending=1: another request was queued before this one
                       was answered (with late=MS: after the delay), so the
                       kernel did not wait for this reply to send it
-  --fault RULE        TYPE:ACTION[:COUNT[:SKIP]] (repeatable); TYPE is a
-                      request name (IN_SYNC, FLUSH, ...) or 'any'; ACTION is
+  --fault RULE        TYPE[@N]:ACTION[:COUNT[:SKIP]] (repeatable); TYPE is a
+                      request name (IN_SYNC, FLUSH, ...) or 'any', @N only
+                      requests carrying N regions or more; ACTION is
                       late=MS, eagain, eagain-reply, ack-only, ack-error=N,
                       error=N, too-much, short, value=N (the first 8 bytes
-                      of data), bad-data-size, truncated, wrong-luid,
-                      wrong-type, drop or exit; COUNT 0: every time
+                      of data), value2=N (the next 8), bad-data-size,
+                      truncated, wrong-luid, wrong-type, drop or exit;
+                      COUNT 0: every time
   --region-size N     answer GET_REGION_SIZE with N whatever the CTR says
+  --ctr-device NAME   answer CTR with the device name NAME, as a disk log's
+                      server does (the kernel then holds that device)
+  --remote-hint N     answer IS_REMOTE_RECOVERING with 'not recovering, in
+                      sync below region N'
   --status TEXT       STATUS_INFO answer (default '1 ulog-test-server')
   --stall-resync      never hand out resync work (a 'sync' mirror stays out
                       of sync, so the kernel keeps asking IS_REMOTE_RECOVERING)
@@ -53,9 +59,7 @@ Options:
 struct Options {
     trace: Option<String>,
     rules: Vec<Rule>,
-    region_size: Option<u64>,
-    status: String,
-    stall_resync: bool,
+    settings: Settings,
     user: Option<u32>,
     ready: Option<String>,
 }
@@ -64,9 +68,10 @@ fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         trace: None,
         rules: Vec::new(),
-        region_size: None,
-        status: "1 ulog-test-server".into(),
-        stall_resync: false,
+        settings: Settings {
+            status: "1 ulog-test-server".into(),
+            ..Settings::default()
+        },
         user: None,
         ready: None,
     };
@@ -76,9 +81,15 @@ fn parse_args() -> Result<Options, String> {
         match a.as_str() {
             "--trace" => o.trace = Some(value()?),
             "--fault" => o.rules.push(Rule::parse(&value()?)?),
-            "--region-size" => o.region_size = Some(value()?.parse().map_err(|_| "bad size")?),
-            "--status" => o.status = value()?,
-            "--stall-resync" => o.stall_resync = true,
+            "--region-size" => {
+                o.settings.region_size_override = Some(value()?.parse().map_err(|_| "bad size")?)
+            }
+            "--status" => o.settings.status = value()?,
+            "--stall-resync" => o.settings.stall_resync = true,
+            "--ctr-device" => o.settings.ctr_device = Some(value()?),
+            "--remote-hint" => {
+                o.settings.remote_hint = Some(value()?.parse().map_err(|_| "bad region")?)
+            }
             "--user" => o.user = Some(value()?.parse().map_err(|_| "bad uid")?),
             "--ready" => o.ready = Some(value()?),
             "-h" | "--help" => {
@@ -175,6 +186,11 @@ fn reply(
                 first.copy_from_slice(&v.to_ne_bytes());
             }
         }
+        Some(Action::Value2(v)) => {
+            if let Some(second) = data.get_mut(8..16) {
+                second.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
         Some(Action::BadDataSize) => {
             out.data_size = data.len() as u32 + 100;
             let mut buf = vec![0u8; HEADER_SIZE];
@@ -213,7 +229,7 @@ fn run(mut o: Options) -> io::Result<()> {
     if let Some(uid) = o.user {
         ulog_proto::socket::drop_privileges(uid)?;
     }
-    let mut model = Model::new(o.region_size, o.status.clone(), o.stall_resync);
+    let mut model = Model::new(std::mem::take(&mut o.settings));
     let t0 = Instant::now();
     let mut buf = vec![0u8; RECV_BUFFER_SIZE];
     loop {
@@ -228,7 +244,11 @@ fn run(mut o: Options) -> io::Result<()> {
             _ => continue,
         };
         let received = t0.elapsed();
-        let fault = faults::pick(&mut o.rules, h.kind());
+        let regions = ulog_proto::wire::payload_regions(&data)
+            .into_iter()
+            .flatten()
+            .count();
+        let fault = faults::pick(&mut o.rules, h.kind(), regions);
         if let Some(Action::Late(ms)) = fault {
             std::thread::sleep(Duration::from_millis(ms));
         }

@@ -23,16 +23,27 @@ struct Log {
     marked: BTreeSet<u64>,
 }
 
-/// Every log the server holds, by uuid and luid.
+/// How the server answers, beyond its log's state.
 #[derive(Debug, Default)]
-pub struct Model {
-    logs: HashMap<([u8; UUID_LEN], u64), Log>,
+pub struct Settings {
     /// Region size to answer instead of the CTR's, for tests of bad values.
     pub region_size_override: Option<u64>,
     /// STATUS_INFO text.
     pub status: String,
     /// Never hand out resync work: regions out of sync stay so.
     pub stall_resync: bool,
+    /// Device name the CTR reply carries (NUL-terminated), as a disk log's.
+    pub ctr_device: Option<String>,
+    /// In-sync hint of every IS_REMOTE_RECOVERING answer ("not recovering"),
+    /// instead of the first region out of sync.
+    pub remote_hint: Option<u64>,
+}
+
+/// Every log the server holds, by uuid and luid.
+#[derive(Debug, Default)]
+pub struct Model {
+    logs: HashMap<([u8; UUID_LEN], u64), Log>,
+    settings: Settings,
 }
 
 /// A normal answer: `error` and reply data.
@@ -97,12 +108,10 @@ impl Log {
 
 impl Model {
     /// A model holding no log yet.
-    pub fn new(region_size_override: Option<u64>, status: String, stall_resync: bool) -> Self {
+    pub fn new(settings: Settings) -> Self {
         Self {
             logs: HashMap::new(),
-            region_size_override,
-            status,
-            stall_resync,
+            settings,
         }
     }
 
@@ -121,14 +130,22 @@ impl Model {
             return match Log::from_ctr(text) {
                 Some(log) => {
                     self.logs.insert(key, log);
-                    (0, Vec::new())
+                    let device = self.settings.ctr_device.as_ref();
+                    (
+                        0,
+                        device.map_or_else(Vec::new, |d| format!("{d}\0").into_bytes()),
+                    )
                 }
                 None => (EINVAL, Vec::new()),
             };
         }
-        let override_size = self.region_size_override;
-        let status = self.status.clone();
-        let stall_resync = self.stall_resync;
+        let Settings {
+            region_size_override: override_size,
+            stall_resync,
+            remote_hint,
+            ..
+        } = self.settings;
+        let status = self.settings.status.clone();
         let Some(log) = self.logs.get_mut(&key) else {
             return (ESRCH, Vec::new());
         };
@@ -163,8 +180,15 @@ impl Model {
                 (0, Vec::new())
             }
             RequestType::GetResyncWork => {
-                let found = (0..log.in_sync.len() as u64)
-                    .find(|r| !log.in_sync[*r as usize] && !log.recovering.contains(r))
+                // dm-raid1 recovers one region at a time: asked again before
+                // SET_REGION_SYNC, the kernel lost the answer (refused or
+                // resent it), so the same region goes out again, as from
+                // cmirrord.
+                let found = log
+                    .recovering
+                    .first()
+                    .copied()
+                    .or_else(|| (0..log.in_sync.len() as u64).find(|r| !log.in_sync[*r as usize]))
                     .filter(|_| !stall_resync);
                 match found {
                     Some(r) => {
@@ -182,7 +206,10 @@ impl Model {
             RequestType::GetSyncCount => (0, word(log.sync_count)),
             RequestType::StatusInfo => (0, status.into_bytes()),
             RequestType::StatusTable => (0, b"clustered-core".to_vec()),
-            RequestType::IsRemoteRecovering => (0, words(0, log.first_out_of_sync())),
+            RequestType::IsRemoteRecovering => (
+                0,
+                words(0, remote_hint.unwrap_or_else(|| log.first_out_of_sync())),
+            ),
         }
     }
 }
@@ -197,7 +224,7 @@ mod tests {
 
     #[test]
     fn serves_a_resync() {
-        let mut m = Model::new(None, String::new(), false);
+        let mut m = Model::new(Settings::default());
         let u = uuid();
         let ctr = b"4096 clustered-core 1024 sync\0";
         assert_eq!(m.answer(&u, 1, RequestType::Ctr, ctr).0, 0);
@@ -211,10 +238,15 @@ mod tests {
         );
         assert_eq!(
             m.answer(&u, 1, RequestType::GetResyncWork, &[]).1,
-            words(1, 1)
+            words(1, 0),
+            "asked again before SET_REGION_SYNC: the same region"
         );
         m.answer(&u, 1, RequestType::SetRegionSync, &words(0, 1));
         assert_eq!(m.answer(&u, 1, RequestType::GetSyncCount, &[]).1, word(1));
+        assert_eq!(
+            m.answer(&u, 1, RequestType::GetResyncWork, &[]).1,
+            words(1, 1)
+        );
         assert_eq!(m.answer(&u, 2, RequestType::GetSyncCount, &[]).0, ESRCH);
         assert_eq!(
             m.answer(&u, 1, RequestType::IsRemoteRecovering, &word(3)).1,
@@ -224,7 +256,7 @@ mod tests {
 
     #[test]
     fn marks_and_clears() {
-        let mut m = Model::new(None, String::new(), false);
+        let mut m = Model::new(Settings::default());
         let u = uuid();
         m.answer(&u, 1, RequestType::Ctr, b"2048 core 1024 nosync");
         m.answer(&u, 1, RequestType::MarkRegion, &words(0, 1));
@@ -232,5 +264,24 @@ mod tests {
         m.answer(&u, 1, RequestType::ClearRegion, &word(1));
         assert_eq!(m.answer(&u, 1, RequestType::IsClean, &word(1)).1, word(1));
         assert_eq!(m.answer(&u, 1, RequestType::Ctr, b"bad").0, EINVAL);
+    }
+
+    #[test]
+    fn settings_shape_the_answers() {
+        let mut m = Model::new(Settings {
+            ctr_device: Some("7:3".into()),
+            remote_hint: Some(16),
+            ..Settings::default()
+        });
+        let u = uuid();
+        assert_eq!(
+            m.answer(&u, 1, RequestType::Ctr, b"32768 clustered-core 1024 sync"),
+            (0, b"7:3\0".to_vec())
+        );
+        assert_eq!(
+            m.answer(&u, 1, RequestType::IsRemoteRecovering, &word(20))
+                .1,
+            words(0, 16)
+        );
     }
 }

@@ -243,6 +243,10 @@ def chart(summary, out_dir):
               file=sys.stderr)
         return None
     systems = [s for s in SYSTEMS if any(r["system"] == s for r in summary)]
+    if "core" not in systems:
+        print("bench-report: the core log was not run (DMLU_BENCH_SYSTEMS), no chart",
+              file=sys.stderr)
+        return None
     tests = list(dict.fromkeys(r["test"] for r in summary))
     by_key = {(r["test"], r["system"]): r for r in summary}
     rows = []

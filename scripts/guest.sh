@@ -61,7 +61,7 @@ console="$out/console.log" ktap="$out/ktap.log"
 : >"$console"; : >"$ktap"
 accel=(-accel tcg)
 [ "$kvm" = 1 ] && accel=(-enable-kvm -cpu host)
-cmdline="console=ttyS0 panic=-1 loglevel=7 dmlu.mode=$mode"
+cmdline="console=ttyS0 panic=-1 loglevel=7 log_buf_len=4M dmlu.mode=$mode"
 [ -n "$args" ] && cmdline="$cmdline dmlu.args=$args"
 for e in "${envs[@]}"; do cmdline="$cmdline dmlu.env.$e"; done
 

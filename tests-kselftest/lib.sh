@@ -44,12 +44,20 @@ unload_module() {
 	! module_loaded || rmmod dm_log_userspace
 }
 
-# The kernel log since `mark_log` was called.
+# The kernel log since `mark_log` was called, found by a marker line written
+# to /dev/kmsg: a line count breaks once the ring buffer wraps, which a run
+# of every test (KUnit output, fault injection reports) makes it do. With
+# the marker gone too, the whole log.
 mark_log() {
-	LOG_MARK=$(dmesg | wc -l)
+	LOG_MARK="dmlu-mark-$RANDOM$RANDOM"
+	echo "$LOG_MARK" >/dev/kmsg
 }
 log_since_mark() {
-	dmesg | tail -n +"$((${LOG_MARK:-0} + 1))"
+	if [ -n "${LOG_MARK:-}" ] && dmesg | grep -q "$LOG_MARK"; then
+		dmesg | sed -n "/$LOG_MARK/,\$p"
+	else
+		dmesg
+	fi
 }
 
 # Forget what kmemleak found so far; `leaks_since` reports new leaks.

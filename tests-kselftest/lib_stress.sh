@@ -276,21 +276,6 @@ writers_progress() {
 
 # --- the kernel log -------------------------------------------------------------
 
-# The kernel log since the last mark_log, found by a marker line written to
-# /dev/kmsg: these tests log enough (fault injection reports) for the ring
-# buffer to wrap, which breaks the line count lib.sh's versions use.
-mark_log() {
-	LOG_MARK="dmlus-stress-mark-$RANDOM$RANDOM"
-	echo "$LOG_MARK" >/dev/kmsg
-}
-log_since_mark() {
-	if [ -n "${LOG_MARK:-}" ] && dmesg | grep -q "$LOG_MARK"; then
-		dmesg | sed -n "/$LOG_MARK/,\$p"
-	else
-		dmesg
-	fi
-}
-
 # kernel_says PATTERN: lines since mark_log matching PATTERN (ERE), counted.
 kernel_says() { log_since_mark | grep -Ec -- "$1"; }
 

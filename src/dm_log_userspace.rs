@@ -28,6 +28,7 @@ mod dirty_log;
 mod flush_plan;
 mod geometry;
 mod hints;
+mod in_sync_memo;
 mod log;
 mod mempool;
 mod random;

@@ -586,3 +586,32 @@ mod hints {
         assert!(!h.all_in_sync(100));
     }
 }
+
+#[kunit_tests(dm_log_userspace_in_sync_memo)]
+mod in_sync_memo {
+    use crate::in_sync_memo::{InSyncMemo, MEMO_SIZE};
+
+    #[test]
+    fn keeps_answers_until_forgotten() {
+        let mut m = InSyncMemo::new();
+        assert_eq!(m.get(7), None);
+        m.put(7, false);
+        m.put(9, true);
+        assert_eq!((m.get(7), m.get(9)), (Some(false), Some(true)));
+        m.forget(7);
+        assert_eq!((m.get(7), m.get(9)), (None, Some(true)));
+        m.clear();
+        assert_eq!(m.get(9), None);
+    }
+
+    #[test]
+    fn a_full_memo_keeps_what_it_has() {
+        let mut m = InSyncMemo::new();
+        for r in 0..MEMO_SIZE as u64 {
+            m.put(r, r % 2 == 0);
+        }
+        m.put(1000, true);
+        assert_eq!(m.get(1000), None);
+        assert_eq!(m.get(4), Some(true));
+    }
+}

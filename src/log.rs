@@ -16,6 +16,7 @@ use crate::dirty_log::{CtrContext, DirtyLog, Log, StatusType, StatusWriter};
 use crate::flush_plan::{FlushPlan, FromIter, Group, RegionSource};
 use crate::geometry::Geometry;
 use crate::hints::{RecoveryHints, RemoteRecovering};
+use crate::in_sync_memo::InSyncMemo;
 use crate::mempool::PooledQueue;
 use crate::ratelimit::Ratelimit;
 use crate::region_set::{words_for, RegionSet};
@@ -28,7 +29,13 @@ use crate::wire::{
 };
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use kernel::{alloc::KVVec, prelude::*, str::CStr, sync::Arc};
+use kernel::{
+    alloc::KVVec,
+    new_spinlock,
+    prelude::*,
+    str::CStr,
+    sync::{Arc, SpinLock},
+};
 
 /// The log type name, as tables and status lines spell it.
 const TYPE: &str = "userspace";
@@ -143,6 +150,9 @@ pub(crate) struct UserspaceLog {
     #[pin]
     clears: PooledQueue<u64>,
     hints: RecoveryHints,
+    /// IN_SYNC answers of the mirror thread's current pass.
+    #[pin]
+    in_sync_memo: SpinLock<InSyncMemo>,
     dropped_clears: AtomicU64,
     /// Flushes that sent requests, and the round trips they waited for.
     flushes: AtomicU64,
@@ -198,6 +208,7 @@ impl UserspaceLog {
             // learn the in-sync hint anew, as after a resume (the C module
             // keeps it, and the mirror then never asks for resync work).
             self.hints.reset();
+            self.in_sync_memo.lock().clear();
         }
     }
 
@@ -373,6 +384,7 @@ impl DirtyLog for UserspaceLog {
             marks <- new_spinlock_irq!(marks, "dm_log_userspace:marks"),
             clears <- PooledQueue::new(CLEAR_RESERVE),
             hints: RecoveryHints::new(),
+            in_sync_memo <- new_spinlock!(InSyncMemo::new(), "dm_log_userspace:in_sync_memo"),
             dropped_clears: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             flush_round_trips: AtomicU64::new(0),
@@ -436,6 +448,7 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn presuspend(log: &Log<Self>) -> Result {
+        log.in_sync_memo.lock().clear();
         let mut lane = log.channel.lane();
         log.channel
             .request(&mut lane, RequestType::Presuspend, &[], &mut [])
@@ -452,6 +465,7 @@ impl DirtyLog for UserspaceLog {
 
     fn resume(log: &Log<Self>) -> Result {
         log.hints.reset();
+        log.in_sync_memo.lock().clear();
         let mut lane = log.channel.lane();
         log.channel
             .request(&mut lane, RequestType::Resume, &[], &mut [])
@@ -473,10 +487,19 @@ impl DirtyLog for UserspaceLog {
             // EWOULDBLOCK is EAGAIN.
             return Err(EAGAIN);
         }
-        Ok(log.ask_flag(RequestType::InSync, region).unwrap_or(false))
+        // Except for the question dm-raid1 asks again in the same pass.
+        if let Some(in_sync) = log.in_sync_memo.lock().get(region) {
+            return Ok(in_sync);
+        }
+        let in_sync = log.ask_flag(RequestType::InSync, region).unwrap_or(false);
+        log.in_sync_memo.lock().put(region, in_sync);
+        Ok(in_sync)
     }
 
     fn flush(log: &Log<Self>) -> Result {
+        // The mirror's thread ends each pass with a flush (and starts the
+        // next with one): its answers go with it.
+        log.in_sync_memo.lock().clear();
         let mut lane = log.channel.lane();
         {
             let mut marks = log.marks.lock();
@@ -568,6 +591,7 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn set_region_sync(log: &Log<Self>, region: u64, in_sync: bool) {
+        log.in_sync_memo.lock().forget(region);
         let mut data = [0u8; 16];
         let _ = put_words(&mut data, &[region, u64::from(in_sync)]);
         let mut lane = log.channel.lane();

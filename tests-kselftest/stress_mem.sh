@@ -15,9 +15,9 @@
 # their reports ("FAULT_INJECTION: forcing a failure" and a stack dump) are
 # not splats for scripts/splat-patterns while real splat lines are; no
 # writer error (the mirrors have no handle_errors: a log failure does not
-# fail writes); no mark lost: every region whose two IN_SYNC requests (one
-# from dm_rh_get_state, one from __rh_alloc) reached the server, which made
-# dm-raid1 treat it as clean, was marked to the server; after the injection
+# fail writes); no mark lost: every region whose IN_SYNC request reached
+# the server (dm_rh_get_state asks, __rh_alloc gets the same answer), which
+# made dm-raid1 treat it as clean, was marked to the server; after the injection
 # stops, every mirror is in sync with identical legs.
 #
 # Then a burst that fails every non-sleeping allocation of the kworkers
@@ -89,9 +89,10 @@ mark_kworkers() {
 }
 
 # mark_audit LUID: "<owed> <marked> <lost>" for log LUID from the trace:
-# regions that got both of their IN_SYNC answers (so dm-raid1 took them as
-# clean and had to mark them), regions marked (MARK_REGION or FLUSH), and
-# owed regions never marked.
+# regions whose IN_SYNC reached the server (answered "in sync": dm-raid1
+# took them as clean and had to mark them; a request that failed in the
+# kernel never gets there), regions marked (MARK_REGION or FLUSH), and owed
+# regions never marked.
 mark_audit() {
 	awk -v l="luid=$1" '$3 == l {
 		for (i = 5; i <= NF; i++) if ($i ~ /^regions=/) {
@@ -104,7 +105,7 @@ mark_audit() {
 	} END {
 		o = 0; m = 0; lost = 0
 		for (k in marked) m++
-		for (k in asked) if (asked[k] >= 2) { o++; if (!(k in marked)) lost++ }
+		for (k in asked) { o++; if (!(k in marked)) lost++ }
 		print o, m, lost
 	}' "$TRACE"
 }

@@ -15,6 +15,8 @@ mod flush_plan;
 mod geometry;
 #[path = "../../../src/hints.rs"]
 mod hints;
+#[path = "../../../src/in_sync_memo.rs"]
+mod in_sync_memo;
 #[path = "../../../src/region_set.rs"]
 mod region_set;
 #[path = "../../../src/table_args.rs"]

@@ -31,6 +31,8 @@ n=0
 
 # scenario [fault rules...]: a fresh mirror, served by a server that applies
 # the rules; sets LUID. GET_SYNC_COUNT rules skip the one the table load asks.
+# KEYWORD (integrated_flush), SYNC (nosync) and FEATURES (1 handle_errors)
+# shape the table.
 scenario() {
 	dmsetup remove dmlu-rf 2>/dev/null
 	stop_test_server
@@ -40,7 +42,8 @@ scenario() {
 	start_test_server "${rules[@]}"
 	n=$((n + 1))
 	dmsetup create dmlu-rf --table \
-		"$(mirror_table $S "dmlu-rf-$n clustered-core 1024 ${SYNC:-nosync}" "${FEATURES:-1 handle_errors}")"
+		"$(mirror_table $S "dmlu-rf-$n ${KEYWORD:+$KEYWORD }clustered-core 1024 ${SYNC:-nosync}" \
+			"${FEATURES:-1 handle_errors}")"
 	LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
 	mark_log
 }
@@ -170,14 +173,7 @@ check "a failed lazy FLUSH raises a table event too, logged" lazy_failed
 # With integrated_flush the marks ride in the FLUSH: a refused one fails the
 # flush, with no one-region-at-a-time fallback (as in the C module); the
 # marks stay for the next flush.
-dmsetup remove dmlu-rf
-stop_test_server
-rm -f "$TRACE"
-start_test_server --fault FLUSH:error=22:1
-n=$((n + 1))
-dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-$n integrated_flush clustered-core 1024 nosync" 0)"
-LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
-mark_log
+KEYWORD=integrated_flush FEATURES=0 scenario FLUSH:error=22:1
 flushes_with() { trace_of "$LUID" | grep " type=FLUSH " | grep -cE "regions=([0-9]+,)*$1(,| |\$)"; }
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=768 oflag=direct status=none # region 6
 sleep 1

@@ -136,7 +136,9 @@ mod display {
 
     display_as_core!(
         crate::geometry::BadRegionSize,
+        crate::reply::Fault,
         crate::table_args::ArgsError,
         crate::transfer::ShortUuid<'_>,
+        crate::wire::ParseError,
     );
 }

@@ -19,6 +19,9 @@ APT_PKGS=(
 	dkms
 	# the chart of `make bench` (scripts/bench-report.py)
 	gnuplot-nox
+	# LVM2's cmirrord, built from Debian's lvm2 source (scripts/cmirrord.sh),
+	# and the single-node corosync it runs on in the guest
+	dpkg-dev pkg-config libaio-dev libblkid-dev libcpg-dev libcorosync-common-dev corosync
 	"$@"
 )
 # dm-ulogd's `cluster` feature and the two-node cluster test: libcpg and

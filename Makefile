@@ -11,7 +11,7 @@ KDIR ?= $(shell scripts/default-kdir.sh)
 LLVM ?= -19
 
 .PHONY: all module clippy tools check stress demo bench clean help
-.PHONY: install uninstall dkms dkms-uninstall htmldocs cluster-check
+.PHONY: install uninstall dkms dkms-uninstall htmldocs cluster-check fuzz-compare
 
 all: module
 
@@ -46,6 +46,13 @@ demo:
 bench:
 	scripts/deps.sh
 	scripts/bench.sh
+
+# Our module and the in-tree C module through the same hostile-reply
+# fuzzing, each in a boot of the debug kernel: KASAN reports, failed writes,
+# legs that lost acknowledged writes (table in out/fuzz-compare/figures.md).
+fuzz-compare:
+	scripts/deps.sh
+	scripts/fuzz-compare.sh
 
 # dm-ulogd --cluster on two QEMU guests sharing a disk, over corosync: join,
 # sync, cross reads, concurrent writes, a node killed and rejoining, and
@@ -92,6 +99,8 @@ help:
 	@echo 'make demo        a userspace-log mirror end to end in QEMU'
 	@echo 'make bench       our module vs the C module and the kernel logs, in QEMU:'
 	@echo '                 out/bench/bench.md, .json, .png (DMLU_BENCH_QUICK=1: short run)'
+	@echo 'make fuzz-compare  our module and the C module under the same reply fuzzing:'
+	@echo '                 KASAN reports, failed writes, lost acknowledged writes'
 	@echo 'make cluster-check  dm-ulogd --cluster on two QEMU guests over corosync:'
 	@echo '                 a shared mirror, node killed and rejoining; out/cluster'
 	@echo 'make install     install the module (for KDIR), dm-ulogd, its unit and man page'

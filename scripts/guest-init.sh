@@ -31,8 +31,8 @@ for word in $(cat /proc/cmdline); do
 	dmlu.env.*=*) word=${word#dmlu.env.}; export "${word%%=*}=${word#*=}" ;;
 	esac
 done
-export DMLU_MODULE=/lib/modules/dmlu/rust/dm-log-userspace.ko
-export DMLU_C_MODULE=/lib/modules/dmlu/c/dm-log-userspace.ko
+export DMLU_MODULE=${DMLU_MODULE:-/lib/modules/dmlu/rust/dm-log-userspace.ko}
+export DMLU_C_MODULE=${DMLU_C_MODULE:-/lib/modules/dmlu/c/dm-log-userspace.ko}
 export DM_DISABLE_UDEV=1
 
 run() {

@@ -62,6 +62,7 @@ cm_cleanup() {
 	stop_test_server
 	stop "${CM_PID:-}"
 	stop "${COROSYNC_PID:-}"
+	stop "${SYSLOG_PID:-}"
 	stress_cleanup
 }
 
@@ -102,7 +103,10 @@ for i in $(seq 300); do quorate && { up=1; break; }; sleep 0.1; done
 check "single-node corosync is up and quorate" test $up = 1
 [ $up = 1 ] || tail -n 20 "$WORK/corosync.log" | sed 's/^/# corosync: /'
 
-syslogd -n -O "$WORK/syslog" 2>/dev/null &
+# cmirrord logs to syslog. (A background program that keeps the test's
+# output open keeps the kselftest runner waiting: all are stopped at exit.)
+syslogd -n -O "$WORK/syslog" >/dev/null 2>&1 &
+SYSLOG_PID=$!
 cmirrord -f >"$WORK/cmirrord.out" 2>&1 &
 CM_PID=$!
 sleep 1

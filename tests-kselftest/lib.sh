@@ -30,7 +30,7 @@ require_env() {
 fresh_start() {
 	local dm i
 	killall -q ulog-test-server dm-ulogd mirror-check fio corosync
-	killall -q -9 cmirrord
+	killall -q -9 cmirrord syslogd
 	for i in 1 2 3; do
 		for dm in $(dmsetup ls 2>/dev/null | awk '/^dmlu/ {print $1}' | sort -r); do
 			dmsetup resume "$dm" 2>/dev/null

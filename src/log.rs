@@ -650,13 +650,19 @@ impl DirtyLog for UserspaceLog {
     fn sync_count(log: &Log<Self>) -> u64 {
         let mut reply = [0u8; 8];
         let mut lane = log.channel.lane();
-        if log
-            .do_request(&mut lane, RequestType::GetSyncCount, &[], &mut reply)
-            .is_err()
-        {
+        if let Err(e) = log.do_request(&mut lane, RequestType::GetSyncCount, &[], &mut reply) {
             // The status line shows the last count the server gave, not 0:
             // a refused question says nothing about the regions.
-            return log.last_sync_count.load(Ordering::Relaxed);
+            let last = log.last_sync_count.load(Ordering::Relaxed);
+            if log.noisy.allow() {
+                pr_warn!(
+                    "[{}] GET_SYNC_COUNT failed: {:?}; the last count, {}, stands\n",
+                    log.channel.id().short(),
+                    e,
+                    last
+                );
+            }
+            return last;
         }
         drop(lane);
         // The transfer layer took no count above the log's regions.

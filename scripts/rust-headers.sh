@@ -24,7 +24,10 @@
 #   --check   rebuild and check, install nothing
 # The toolchain comes from PATH (RUSTC=, BINDGEN= override). On Debian:
 # apt-get install rustc rust-src bindgen gcc-<N> of the release the kernel
-# was built on (for trixie-backports' kernels, trixie's), linux-source-<series>.
+# was built on (for trixie-backports' kernels, trixie's), linux-source-<series>
+# and the kernel's build dependencies (libclang-dev flex bison bc libelf-dev
+# libssl-dev openssl dwarves python3: Kconfig probes some of them, and
+# olddefconfig must give back the kernel's configuration).
 set -euo pipefail
 
 me=rust-headers.sh
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
 	--work) work=$2; shift ;;
 	--check) check=1 ;;
 	--remove) remove=1 ;;
-	-h|--help) sed -n '3,27p' "$0"; exit 0 ;;
+	-h|--help) sed -n '3,30p' "$0"; exit 0 ;;
 	-*) die "unknown option $1 (see --help)" ;;
 	*) break ;;
 	esac

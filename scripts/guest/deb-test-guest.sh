@@ -29,7 +29,7 @@ run() {
 	echo "DEB-TEST start: kernel $krel"
 	start=$(date +%s)
 	# No network here: every dependency is already installed.
-	if apt-get install -y --no-download /root/dm-log-userspace-dkms_*.deb /root/dm-ulogd_*.deb \
+	if apt-get install -y /root/dm-log-userspace-dkms_*.deb /root/dm-ulogd_*.deb \
 		>/tmp/apt.log 2>&1; then
 		ok "apt-get install of both packages ($(($(date +%s) - start)) s)"
 	else
@@ -51,6 +51,7 @@ run() {
 	*) bad "the loaded module's description: '$desc'" ;;
 	esac
 
+	modprobe loop
 	dm-ulogd >/tmp/ulogd.log 2>&1 &
 	ulogd=$!
 	sleep 2
@@ -95,4 +96,5 @@ run() {
 run 2>&1
 if [ "$fails" = 0 ]; then echo "DEB-TEST PASS"; else echo "DEB-TEST FAILED: $fails"; fi
 sync
-poweroff -f
+echo o >/proc/sysrq-trigger
+sleep 10

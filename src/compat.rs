@@ -13,6 +13,8 @@
 //! | item | probe | with it | without it (6.12) |
 //! |---|---|---|---|
 //! | [`SpinLockIrq`], [`new_spinlock_irq`] | `spinlock_irq` | `kernel::sync` | ours, `spinlock_irq.rs` |
+//! | `try_lock` of our lock's `Backend` | `lock_try_lock` | implemented (the trait requires it) | absent |
+//! | `assert_is_held` of our lock's `Backend` | `lock_assert_is_held` | implemented (likewise) | absent |
 //! | [`try_ffi_init`] | `try_ffi_init` | `Opaque::try_ffi_init` | ours, as the kernel writes it |
 //! | [`EPROTO`] | `errno_eproto` | `kernel::error::code` | from `bindings` |
 //! | [`is_enobufs`] | `errno_enobufs` | `kernel::error::code` | from `bindings` |

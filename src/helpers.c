@@ -60,6 +60,16 @@ void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
 	spin_unlock_irqrestore(lock, flags);
 }
 
+bool dmlu_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	return spin_trylock_irqsave(lock, *flags);
+}
+
+void dmlu_spin_assert_is_held(spinlock_t *lock)
+{
+	lockdep_assert_held(lock);
+}
+
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size)
 {
 	return mempool_init_kmalloc_pool(pool, min_nr, size);

@@ -13,6 +13,8 @@ APT_PKGS=(
 	"libclang${LLVM_SUFFIX}-dev" "linux-source-${KERNEL_SERIES}"
 	# the guest: emulator and the programs the tests run inside it
 	qemu-system-x86 busybox-static dmsetup fio bash
+	# Debian's stock kernels: a chroot with their toolchain (scripts/stock-kernel.sh)
+	debootstrap
 	# documentation lint
 	python3-docutils
 	# the packaging tests (scripts/dkms-test.sh)

@@ -57,6 +57,14 @@ for m in drivers/md/dm-log-userspace.ko drivers/block/brd.ko; do
 	[ -f "$kbuild/$m" ] && install -m 644 "$kbuild/$m" "$root/lib/modules/dmlu/c/"
 done
 
+# A kernel whose device-mapper, loop and brd are modules (Debian's): the
+# modules with their modules.dep, and the list guest-init.sh loads first.
+if [ -d "$kbuild/modules/lib/modules" ]; then
+	cp -a "$kbuild/modules/lib" "$root/"
+	install -m 644 "$kbuild/modules/preload" "$root/etc/modules-preload"
+	ln -sf kmod "$root/usr/bin/modprobe"
+fi
+
 cp -a "$kst" "$root/kselftest"
 install -m 755 "$TOP/scripts/guest-init.sh" "$root/init"
 cp -a "$TOP/scripts/guest/." "$root/usr/libexec/dmlu/" 2>/dev/null || true

@@ -124,7 +124,8 @@ impl<T: Copy + Send + 'static> PooledQueue<T> {
     /// as the returned iterator advances (or drops).
     pub(crate) fn take_all(&self) -> Drain<'_, T> {
         let mut chain = self.chain.lock();
-        let head = mem::take(&mut chain.head);
+        let head = chain.head;
+        chain.head = ptr::null_mut();
         chain.tail = ptr::null_mut();
         Drain {
             pool: self.pool.get(),

@@ -256,12 +256,13 @@ stream() {
 		}' "$TRACE" | sort
 }
 if [ "$have_c" = 1 ]; then
-	for what in lifecycle ctr marks; do
-		stream ours "$what" >"$WORK/ours.$what"
-		stream c "$what" >"$WORK/c.$what"
-		same() { [ -s "$WORK/ours.$what" ] && diff "$WORK/ours.$what" "$WORK/c.$what" >"$WORK/diff.$what"; }
-		check "under cmirrord our module sends the C module's $what ($(wc -l <"$WORK/ours.$what") lines), phase by phase" same
-		[ -s "$WORK/diff.$what" ] && sed 's/^/# /' "$WORK/diff.$what" | head -n 20
+	for part in lifecycle ctr marks; do
+		stream ours "$part" >"$WORK/ours.$part"
+		stream c "$part" >"$WORK/c.$part"
+		# (check's own local is called "what": this one must not be.)
+		same() { [ -s "$WORK/ours.$part" ] && diff "$WORK/ours.$part" "$WORK/c.$part" >"$WORK/diff.$part"; }
+		check "under cmirrord our module sends the C module's $part ($(wc -l <"$WORK/ours.$part") lines), phase by phase" same
+		sed 's/^/# /' "$WORK/diff.$part" | head -n 20
 	done
 else
 	note "no C module, or a DEBUG_ATOMIC_SLEEP kernel: the C module's half is not run here"

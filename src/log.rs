@@ -558,7 +558,8 @@ impl DirtyLog for UserspaceLog {
         let after = log.channel.counters();
         if after.requests != before.requests {
             log.stats.flushes.fetch_add(1, Ordering::Relaxed);
-            log.stats.flush_round_trips
+            log.stats
+                .flush_round_trips
                 .fetch_add(after.round_trips - before.round_trips, Ordering::Relaxed);
         }
         {

@@ -196,7 +196,7 @@ fn write(o: &WriteOptions) -> io::Result<()> {
                 // Stripes t, t + threads, ... belong to this thread.
                 let mine = (stripes - t).div_ceil(threads);
                 while !stop.load(Ordering::Relaxed)
-                    && deadline.map_or(true, |d| Instant::now() < d)
+                    && deadline.is_none_or(|d| Instant::now() < d)
                     && done.writes < quota
                 {
                     pick = mix(pick);

@@ -32,6 +32,12 @@ for kb in "${kbuilds[@]}"; do
 		ko=$("$TOP/scripts/build-module.sh" "$kb" "$out/module-default-$release")
 		! nm "$ko" | grep -qi 'kunit' || die "the default build against $release contains KUnit code"
 	fi
+	# The kselftests' config fragment states what the debug kernels have.
+	if grep -qx 'CONFIG_KASAN=y' "$kb/.config"; then
+		log "tests-kselftest/config holds in $release's debug .config"
+		missing=$(grep -E '^CONFIG_' "$TOP/tests-kselftest/config" | grep -vxF -f "$kb/.config" || true)
+		[ -z "$missing" ] || die "tests-kselftest/config asks for what the $release debug kernel lacks: $(paste -sd' ' <<<"$missing")"
+	fi
 	log "uapi header identical to $release's"
 	cmp "$TOP/include/uapi/linux/dm-log-userspace.h" \
 		"$(readlink -f "$kb/source")/include/uapi/linux/dm-log-userspace.h" \

@@ -85,6 +85,7 @@ wait_trace "$c" CLEAR_REGION 30 20 >/dev/null
 after=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
 check "in sync: 20 writes ask neither IS_REMOTE_RECOVERING nor GET_RESYNC_WORK" test "$before" = "$after"
 check "... and at least one was asked before the hint was known" test "$before" -gt 0
+dump_traces_if_failed "$c"
 
 dmsetup suspend dmlu-hc
 dmsetup resume dmlu-hc

@@ -28,9 +28,13 @@ for kb in "${kbuilds[@]}"; do
 	# and the default build (what users install) none of them.
 	if grep -q '^CONFIG_KUNIT=y' "$kb/.config" && grep -qs '^pub fn kunit_tests' "$(readlink -f "$kb/source")/rust/macros/lib.rs"; then
 		log "module: KUnit suites only in the test build ($release)"
-		nm "$ko" | grep -q 'KUNIT_TEST_SUITE' || die "the DMLU_KUNIT=1 build against $release has no KUnit suite"
+		# (The symbols are read whole first: with pipefail, grep -q ending
+		# early would kill nm with SIGPIPE and fail the pipeline.)
+		syms=$(nm "$ko")
+		grep -q 'KUNIT_TEST_SUITE' <<<"$syms" || die "the DMLU_KUNIT=1 build against $release has no KUnit suite"
 		ko=$("$TOP/scripts/build-module.sh" "$kb" "$out/module-default-$release")
-		! nm "$ko" | grep -qi 'kunit' || die "the default build against $release contains KUnit code"
+		syms=$(nm "$ko")
+		! grep -qi 'kunit' <<<"$syms" || die "the default build against $release contains KUnit code"
 	fi
 	# The kselftests' config fragment states what the debug kernels have.
 	if grep -qx 'CONFIG_KASAN=y' "$kb/.config"; then

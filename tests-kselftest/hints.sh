@@ -30,23 +30,32 @@ LEGS=("${ALL[@]:2:2}")
 dmsetup create dmlu-hb --table "$(mirror_table $S "dmlu-hint-b clustered-core 1024 sync")"
 luids=($(luids_of_ctr "$S clustered-core 1024 sync"))
 
-# Writers on both mirrors for 4 s.
+# Writers on both mirrors, at least 4 s and until each log asked 5 times
+# (a loaded machine writes slowly).
 writer() {
-	local end=$((SECONDS + 4)) i=0
-	while [ $SECONDS -lt $end ]; do
+	local i=0
+	while [ ! -e "$WORK/stop-writers" ]; do
 		dd if=/dev/zero of="/dev/mapper/$1" bs=4k count=1 seek=$((i % 32 * 128)) \
 			oflag=direct status=none
 		i=$((i + 1))
 	done
 }
+rm -f "$WORK/stop-writers"
 writer dmlu-ha &
 wa=$!
 writer dmlu-hb &
 wb=$!
-wait "$wa" "$wb"
-
 # Query times (ms) of one log.
 queries() { trace_of "$1" | awk '$4 == "type=IS_REMOTE_RECOVERING" {print substr($1, 3)}'; }
+asked_enough() {
+	local luid
+	for luid in "${luids[@]}"; do [ "$(queries "$luid" | wc -l)" -ge 5 ] || return 1; done
+}
+sleep 4
+eventually 120 asked_enough
+touch "$WORK/stop-writers"
+wait "$wa" "$wb"
+
 spaced() {
 	local luid
 	for luid in "${luids[@]}"; do

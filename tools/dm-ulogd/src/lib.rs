@@ -24,15 +24,17 @@ pub mod cluster;
 pub mod control;
 pub mod ctr_args;
 pub mod disk_format;
-pub mod log;
 pub mod log_device;
+pub mod log_state;
 pub mod logging;
+pub mod member;
 pub mod server;
 pub mod state_file;
 pub mod stats;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod wire_codec;
 
 #[cfg(test)]
 mod test_util;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ctr_args::DeviceSpec;
 use crate::disk_format::{self, DiskHeader, DiskImage};
-use crate::log::{CommitPlan, Log};
+use crate::log_state::{CommitPlan, LogState};
 use crate::sys;
 
 /// Runs of changed blocks closer than this are written as one I/O.
@@ -134,7 +134,7 @@ impl LogDevice {
     /// Puts `log`'s clean bitmap into the image, as if it had been read
     /// from the device (when uncommitted marks must not be lost to a
     /// re-read).
-    pub fn stage(&mut self, log: &Log) {
+    pub fn stage(&mut self, log: &LogState) {
         self.image
             .set_header(DiskHeader::current(self.region_count));
         self.image.store_all(log.clean_words());
@@ -147,7 +147,7 @@ impl LogDevice {
 
     /// Writes what `plan` says from `log`'s clean bitmap, then syncs if the
     /// plan needs it. On success the log's changes are marked committed.
-    pub fn commit(&mut self, log: &mut Log, plan: CommitPlan) -> io::Result<CommitStats> {
+    pub fn commit(&mut self, log: &mut LogState, plan: CommitPlan) -> io::Result<CommitStats> {
         let mut stats = CommitStats::default();
         // Never write a partial image over a header this device object has
         // not read or written itself.
@@ -268,13 +268,17 @@ fn open_number(
 mod tests {
     use super::*;
     use crate::ctr_args;
-    use crate::log::Backing;
+    use crate::log_state::{Backing, Sharing};
+    use crate::member::MemberId;
     use crate::test_util::TempDir;
 
-    fn disk_log(path: &Path, extra: &str) -> (Log, LogDevice) {
+    fn disk_log(path: &Path, extra: &str) -> (LogState, LogDevice) {
         let c = ctr_args::parse(&format!("80000 disk {} 8{extra}", path.display())).unwrap();
         let dev = LogDevice::open(c.device.as_ref().unwrap(), c.region_count, path).unwrap();
-        (Log::new(&c, Backing::memory(c.region_count)), dev)
+        (
+            LogState::new(&c, Sharing::Single, Backing::memory(c.region_count)),
+            dev,
+        )
     }
 
     #[test]
@@ -311,7 +315,7 @@ mod tests {
         assert!(s.synced);
         assert_eq!(log.pending_commit(), None);
 
-        log.clear(&[9000]).unwrap();
+        log.clear(MemberId::LOCAL, &[9000]).unwrap();
         let plan = log.pending_commit().unwrap();
         let s = dev.commit(&mut log, plan).unwrap();
         assert_eq!(
@@ -320,10 +324,10 @@ mod tests {
             "clears are lazy"
         );
 
-        log.mark(&[0]).unwrap();
+        log.mark(MemberId::LOCAL, &[0]).unwrap();
         assert_eq!(log.pending_commit(), None, "region 0 was already dirty");
-        log.clear(&[100]).unwrap();
-        log.mark(&[9000]).unwrap();
+        log.clear(MemberId::LOCAL, &[100]).unwrap();
+        log.mark(MemberId::LOCAL, &[9000]).unwrap();
         let plan = log.pending_commit().unwrap();
         let s = dev.commit(&mut log, plan).unwrap();
         assert_eq!(

@@ -23,8 +23,11 @@
 //! 40    u32 constructor string length
 //! 48    uuid bytes (up to 129)
 //! 192   constructor string (up to 1024)
-//! 4096  clean bitmap, sync bitmap, recovering bitmap (u64 words each)
+//! 4096  clean bitmap, sync bitmap (u64 words each)
 //! ```
+//!
+//! Version 1 files (written by an older dm-ulogd) have a third bitmap, of
+//! regions being recovered; it is ignored (a restart forgets recoveries).
 //!
 //! A file is written under a temporary name and renamed into place, so a
 //! crash during a CTR never leaves a half-written file behind a valid name.
@@ -39,7 +42,9 @@ use ulog_proto::wire::UUID_LEN;
 use crate::sys::MappedFile;
 
 const MAGIC: &[u8; 8] = b"dmulogd\0";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// Version 1 had a third bitmap (recoveries), ignored when loaded.
+const FORMAT_VERSION_1: u32 = 1;
 const HEADER_BYTES: usize = 4096;
 const OFF_VERSION: usize = 8;
 const OFF_LIFECYCLE: usize = 12;
@@ -55,8 +60,8 @@ const OFF_CTR: usize = 192;
 /// 332 bytes).
 pub const MAX_CTR_LEN: usize = 1024;
 
-/// Number of bitmaps kept per log: clean, sync, recovering.
-pub const MAPS: usize = 3;
+/// Number of bitmaps kept per log: clean, sync.
+pub const MAPS: usize = 2;
 
 /// What names a log: the kernel's (uuid, luid) pair and its constructor
 /// string.
@@ -118,7 +123,7 @@ impl StateDir {
         self.root.join(name)
     }
 
-    /// Creates the state file of a new log with room for three bitmaps of
+    /// Creates the state file of a new log with room for [`MAPS`] bitmaps of
     /// `words` words each, under a temporary name: call
     /// [`StateFile::publish`] once its bitmaps are initialised.
     pub fn create(&self, id: &Identity, words: usize) -> io::Result<StateFile> {
@@ -138,7 +143,8 @@ impl StateDir {
             .create_new(true)
             .mode(0o600)
             .open(&tmp_path)?;
-        let len = file_len(words).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let len =
+            file_len(words, MAPS).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let mapped = file
             .set_len(len as u64)
             .and_then(|()| MappedFile::map(&file, len));
@@ -223,16 +229,18 @@ impl StateFile {
         if &head[..8] != MAGIC {
             return Err(invalid("not a dm-ulogd state file"));
         }
-        if get_u32(head, OFF_VERSION) != FORMAT_VERSION {
-            return Err(invalid("written by an incompatible dm-ulogd"));
-        }
+        let maps = match get_u32(head, OFF_VERSION) {
+            FORMAT_VERSION => MAPS,
+            FORMAT_VERSION_1 => MAPS + 1,
+            _ => return Err(invalid("written by an incompatible dm-ulogd")),
+        };
         let uuid_len = get_u32(head, OFF_UUID_LEN) as usize;
         let ctr_len = get_u32(head, OFF_CTR_LEN) as usize;
         if uuid_len == 0 || uuid_len >= UUID_LEN || ctr_len > MAX_CTR_LEN {
             return Err(invalid("bad uuid or constructor length"));
         }
         let words = usize::try_from(get_u64(head, OFF_WORDS)).map_err(|_| invalid("bad size"))?;
-        if file_len(words) != Some(len) {
+        if file_len(words, maps) != Some(len) {
             return Err(invalid("size does not match its bitmaps"));
         }
         let ctr = std::str::from_utf8(&head[OFF_CTR..OFF_CTR + ctr_len])
@@ -316,8 +324,8 @@ impl StateFile {
     }
 }
 
-fn file_len(words: usize) -> Option<usize> {
-    words.checked_mul(8 * MAPS)?.checked_add(HEADER_BYTES)
+fn file_len(words: usize, maps: usize) -> Option<usize> {
+    words.checked_mul(8 * maps)?.checked_add(HEADER_BYTES)
 }
 
 /// `<luid>-<hash of uuid>-<uuid, file-name safe, shortened>.state`: unique
@@ -406,10 +414,29 @@ mod tests {
         assert_eq!(f.words_per_map(), 3);
         assert_eq!(f.lifecycle(), 2);
         assert_eq!(f.flags(), 1);
-        assert_eq!(f.bitmaps_mut().len(), 9);
+        assert_eq!(f.bitmaps_mut().len(), 6);
         assert_eq!(f.bitmaps_mut()[4], 0xdead);
         f.remove().unwrap();
         assert!(dir.load_all().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn version_1_files_load_without_their_third_bitmap() {
+        let tmp = TempDir::new();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        let mut f = dir.create(&id("u", 1), 2).unwrap();
+        f.bitmaps_mut().copy_from_slice(&[1, 2, 3, 4]);
+        f.publish().unwrap();
+        let path = f.path().to_path_buf();
+        drop(f);
+        // What version 1 wrote: the same header, three bitmaps.
+        let mut bytes = fs::read(&path).unwrap();
+        put_u32(&mut bytes, OFF_VERSION, FORMAT_VERSION_1);
+        bytes.extend_from_slice(&[0xff; 16]);
+        fs::write(&path, bytes).unwrap();
+        let (files, bad) = dir.load_all().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(files[0].bitmaps(), [1, 2, 3, 4]);
     }
 
     #[test]

@@ -37,8 +37,9 @@ use ulog_proto::wire::{
 };
 
 use crate::ctr_args::{self, LogConfig, LogKind, SyncMode};
-use crate::log::{Backing, Lifecycle, Log, OutOfRange};
 use crate::log_device::{errno_of, LogDevice};
+use crate::log_state::{Backing, Lifecycle, LogState, OutOfRange, Sharing};
+use crate::member::MemberId;
 use crate::state_file::{Identity, StateDir, StateFile, MAX_CTR_LEN};
 use crate::stats::{slot_of, Counters, LogSummary};
 use crate::{bitmap, error, info, warning};
@@ -161,7 +162,7 @@ struct Entry {
     key: LogKey,
     ctr: String,
     config: LogConfig,
-    log: Log,
+    log: LogState,
     device: Option<LogDevice>,
     origin: Origin,
     counters: Counters,
@@ -290,7 +291,7 @@ impl LogStore {
         // flushed need no write now: the kernel dispatches no write before
         // its FLUSH succeeds, so it resends (or replays) that FLUSH, and the
         // log's first commit writes the whole image (`Log::restore`).
-        let log = Log::restore(&config, Backing::File(file));
+        let log = LogState::restore(&config, Backing::File(file));
         let entry = Entry {
             key: key.clone(),
             ctr: id.ctr.clone(),
@@ -495,7 +496,7 @@ impl LogStore {
             }
             None => Backing::memory(config.region_count),
         };
-        let mut log = Log::new(&config, backing);
+        let mut log = LogState::new(&config, Sharing::Single, backing);
         if let Backing::File(_) = log.backing() {
             if let Err(e) = log.publish_state_file() {
                 error!("log '{uuid}': cannot publish its state file: {e}");
@@ -597,26 +598,26 @@ impl LogStore {
             }
             RequestType::Flush => {
                 let marks = regions_arg(kind, data, &mut regions)?;
-                log.mark(marks)?;
+                log.mark(MemberId::LOCAL, marks)?;
                 count_regions(entry, total, marks.len(), 0);
                 commit(entry, total, scratch)?;
                 Ok(0)
             }
             RequestType::MarkRegion => {
                 let marks = regions_arg(kind, data, &mut regions)?;
-                log.mark(marks)?;
+                log.mark(MemberId::LOCAL, marks)?;
                 count_regions(entry, total, marks.len(), 0);
                 Ok(0)
             }
             RequestType::ClearRegion => {
                 let clears = regions_arg(kind, data, &mut regions)?;
-                log.clear(clears)?;
+                log.clear(MemberId::LOCAL, clears)?;
                 count_regions(entry, total, 0, clears.len());
                 Ok(0)
             }
             RequestType::GetResyncWork => {
                 expect_size(kind, data, 0)?;
-                let reply = match log.get_resync_work() {
+                let reply = match log.get_resync_work(MemberId::LOCAL) {
                     Some(r) => [1, r],
                     None => [0, 0],
                 };
@@ -626,7 +627,7 @@ impl LogStore {
                 expect_size(kind, data, 16)?;
                 let region = payload_u64(data, 0).unwrap_or(u64::MAX);
                 let in_sync = payload_i64(data, 1).unwrap_or(0) != 0;
-                log.set_region_sync(region, in_sync)?;
+                log.set_region_sync(MemberId::LOCAL, region, in_sync)?;
                 Ok(0)
             }
             RequestType::GetSyncCount => {

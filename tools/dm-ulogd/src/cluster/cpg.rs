@@ -16,8 +16,8 @@ use std::os::fd::RawFd;
 use rust_corosync::cpg::{self, Address, Guarantee, Handle, Model1Data, Model1Flags, ModelData};
 use rust_corosync::{CsError, DispatchFlags, NodeId};
 
-use super::member::{ConfigChange, MemberId};
 use super::transport::{Transport, TransportEvent};
+use crate::member::{ConfigChange, MemberId};
 
 thread_local! {
     /// Events the callbacks queued, with the handle they came on.

@@ -4,7 +4,7 @@
 //! machines that share a mirror, over corosync's closed process groups.
 //!
 //! Layers, bottom up:
-//! - [`member`], [`wire`]: who is in a group, what members send;
+//! - [`wire`]: what the members of a group send each other;
 //! - [`replica`]: the state every member holds a copy of (pure);
 //! - [`node`]: one node's side of one log: kernel requests in, effects out
 //!   (pure);
@@ -13,7 +13,6 @@
 //! - [`store`]: the node's clustered logs, requests to effects to the
 //!   transport; [`server`]: the daemon loop.
 
-pub mod member;
 pub mod node;
 pub mod replica;
 pub mod server;

@@ -20,9 +20,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::member::{ConfigChange, MemberId};
 use super::replica::Replica;
 use super::wire::{Barrier, Batch, Checkpoint, Message, Op};
+use crate::member::{ConfigChange, MemberId};
 
 /// Identifies a request whose answer comes later.
 pub type Ticket = u64;

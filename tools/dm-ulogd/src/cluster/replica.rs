@@ -17,9 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::member::{ConfigChange, MemberId};
 use super::wire::{Barrier, Batch, DecodeError, Op, Reader, Writer};
 use crate::bitmap;
+use crate::member::{ConfigChange, MemberId};
 
 /// Priority requests kept at most (each is only a hint for the scan).
 const MAX_PRIORITY: usize = 1024;

@@ -13,10 +13,10 @@ use std::rc::Rc;
 
 use ulog_proto::wire::{RequestHeader, RequestType, UUID_LEN};
 
-use super::member::{ConfigChange, MemberId};
 use super::node::Answer;
 use super::store::ClusterStore;
 use super::transport::{Transport, TransportEvent};
+use crate::member::{ConfigChange, MemberId};
 use crate::server::ReplySink;
 
 enum Op {

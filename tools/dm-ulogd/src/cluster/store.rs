@@ -18,12 +18,12 @@ use ulog_proto::wire::{
     payload_i64, payload_u64, put_words, RequestHeader, RequestType, MAX_GROUP_REGIONS,
 };
 
-use super::member::MemberId;
 use super::node::{Answer, ClusterCounters, ClusterLog, Effect, Event, Outcome, Request, Ticket};
 use super::replica::Replica;
 use super::transport::{Transport, TransportEvent};
 use super::wire::Message;
 use crate::ctr_args::{self, LogConfig, LogKind, SyncMode};
+use crate::member::MemberId;
 use crate::server::ReplySink;
 use crate::{error, info, warning};
 

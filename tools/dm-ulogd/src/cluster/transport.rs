@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::member::{ConfigChange, MemberId};
+use crate::member::{ConfigChange, MemberId};
 
 /// A group event as the transport delivers it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! little-endian, versioned, checked on decode (a member of another version
 //! or another program on the same group name is refused, not misread).
 
-use super::member::MemberId;
+use crate::member::MemberId;
 
 const MAGIC: u32 = 0x4c55_4d44; // "DMUL"
 const VERSION: u8 = 1;

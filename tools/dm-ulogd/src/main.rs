@@ -78,16 +78,18 @@ fn main() -> ExitCode {
                 state_dir: o.state_dir,
                 rcvbuf: o.rcvbuf,
             };
-            if o.cluster {
-                return match dm_ulogd::cluster::server::run(&options) {
-                    Ok(()) => ExitCode::SUCCESS,
+            let transport = if o.cluster {
+                match dm_ulogd::server::cluster_transport() {
+                    Ok(t) => Some(t),
                     Err(e) => {
                         error!("{e}");
-                        ExitCode::FAILURE
+                        return ExitCode::FAILURE;
                     }
-                };
-            }
-            let mut server = match Server::start(&options) {
+                }
+            } else {
+                None
+            };
+            let mut server = match Server::start(&options, transport) {
                 Ok(s) => s,
                 Err(e) => {
                     error!("{e}");

@@ -250,6 +250,12 @@ impl SignalFd {
     }
 }
 
+impl std::os::fd::AsFd for SignalFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Waits until one of `fds` is readable; returns which ones are, as a bit
 /// mask (bit i for fds\[i\], at most 8 descriptors).
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<u8> {

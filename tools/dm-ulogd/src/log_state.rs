@@ -555,12 +555,13 @@ impl LogState {
     /// shared log only the member the region was handed to may call it in
     /// sync (another member's copy may predate writes it never saw); anyone
     /// may call it out of sync (a failed write).
+    /// Returns whether the report counted.
     pub fn set_region_sync(
         &mut self,
         owner: MemberId,
         region: u64,
         in_sync: bool,
-    ) -> Result<(), OutOfRange> {
+    ) -> Result<bool, OutOfRange> {
         self.check(region)?;
         let was_recoverer = match self.sharing {
             Sharing::Single => {
@@ -576,10 +577,10 @@ impl LogState {
             }
         };
         if in_sync && !was_recoverer {
-            return Ok(());
+            return Ok(false);
         }
         self.set_sync(region, in_sync);
-        Ok(())
+        Ok(true)
     }
 
     /// The kernel of a member waits to write `region`, which is out of sync:
@@ -602,12 +603,16 @@ impl LogState {
 
     /// Sets `regions` out of sync (and dirty, so a disk log keeps them for
     /// the next activation): what a member that is gone may have written.
-    /// Returns whether any changed; if so the resync scan starts over.
+    /// A recovery of one of them under way may have copied it before that
+    /// member's last writes: it no longer counts, the region is recovered
+    /// again. Returns whether anything changed; if so the resync scan
+    /// starts over.
     pub fn set_out_of_sync(&mut self, regions: impl IntoIterator<Item = u64>) -> bool {
         let mut changed = false;
         for r in regions {
             if r < self.region_count {
                 changed |= self.set_sync(r, false);
+                changed |= self.recovering.remove(&r).is_some();
                 self.set_clean(r, false);
             }
         }

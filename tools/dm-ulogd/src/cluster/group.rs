@@ -153,8 +153,11 @@ pub struct Shared {
     /// Members that hold the state.
     stateful: BTreeSet<MemberId>,
     lineage: Lineage,
-    /// Nodes that left the group and have not come back.
-    away: BTreeSet<u32>,
+    /// Nodes that left the group and have not come back, each with the
+    /// regions its member had marked when it left: without fencing, it may
+    /// have gone on writing them after the others resynced them, so they
+    /// resync again when it comes back (in any form).
+    away: BTreeMap<u32, BTreeSet<u64>>,
     /// Regions marked or recovered since a node went away (a bitmap; empty
     /// while nobody is away).
     apart: Vec<u64>,
@@ -173,7 +176,7 @@ impl Shared {
                 generation: 0,
                 origin: round.decider,
             },
-            away: BTreeSet::new(),
+            away: BTreeMap::new(),
             apart: Vec::new(),
             decided: Some(round),
         }
@@ -224,8 +227,11 @@ impl Shared {
     }
 
     /// A batch from `from`: its operations in order, then its barrier.
-    /// Returns the region a GET_RESYNC_WORK barrier assigned.
-    fn apply_batch(&mut self, from: MemberId, batch: &Batch) -> Option<u64> {
+    /// Returns the region a GET_RESYNC_WORK barrier assigned, and whether a
+    /// report of a region in sync did not count (the region was taken from
+    /// the sender, whose kernel now believes it in sync).
+    fn apply_batch(&mut self, from: MemberId, batch: &Batch) -> (Option<u64>, bool) {
+        let mut refused = false;
         for &op in &batch.ops {
             // Regions were checked by the sender; a bad one changes nothing.
             match op {
@@ -238,7 +244,7 @@ impl Shared {
                     let _ = self.log.clear(from, &[r]);
                 }
                 Op::SetSync(r, value) => {
-                    let _ = self.log.set_region_sync(from, r, value);
+                    refused |= self.log.set_region_sync(from, r, value) == Ok(false);
                 }
                 Op::Prioritize(r) => self.log.prioritize(r),
             }
@@ -251,7 +257,7 @@ impl Shared {
             self.note_apart(r);
         }
         self.tick();
-        assigned
+        (assigned, refused)
     }
 
     /// A membership change. Returns the members that left with regions
@@ -272,22 +278,25 @@ impl Shared {
             )
             .collect();
         for m in gone {
-            let marks = self.log.marks_of(m).count();
+            let marks: Vec<u64> = self.log.marks_of(m).collect();
             if self.log.member_departed(m) {
                 restarted = true;
             }
-            if marks > 0 {
-                lost.push((m, marks));
+            if !marks.is_empty() {
+                lost.push((m, marks.len()));
             }
             if !self.members.iter().any(|x| x.node == m.node) {
-                self.away.insert(m.node);
+                self.away.entry(m.node).or_default().extend(marks);
             }
         }
-        // Nodes coming back: what was marked meanwhile is kept until the
-        // round decides whether two histories met (see `apply_decision`).
+        // Nodes coming back: what their members had marked when they left
+        // resyncs again (what was marked meanwhile is kept until the round
+        // decides whether two histories met: see `apply_decision`).
+        let mut back = Vec::new();
         for m in &change.joined {
-            self.away.remove(&m.node);
+            back.extend(self.away.remove(&m.node).into_iter().flatten());
         }
+        restarted |= self.log.set_out_of_sync(back);
         let members = &self.members;
         self.stateful.retain(|m| members.contains(m));
         lost.dedup_by_key(|(m, _)| *m);
@@ -303,7 +312,11 @@ impl Shared {
         w.u64(self.lineage.epoch);
         w.u64(self.lineage.generation);
         w.u64(self.lineage.origin.to_u64());
-        w.u64s(self.away.iter().map(|&n| u64::from(n)));
+        w.u64(self.away.len() as u64);
+        for (&node, regions) in &self.away {
+            w.u32(node);
+            w.u64s(regions.iter().copied());
+        }
         w.u64s(self.apart().into_iter());
         w.0
     }
@@ -318,11 +331,11 @@ impl Shared {
             generation: r.u64()?,
             origin: MemberId::from_u64(r.u64()?),
         };
-        let away = r
-            .u64s()?
-            .into_iter()
-            .map(|n| u32::try_from(n).map_err(|_| DecodeError("bad node id")))
-            .collect::<Result<_, _>>()?;
+        let mut away = BTreeMap::new();
+        for _ in 0..r.count(12)? {
+            let node = r.u32()?;
+            away.insert(node, r.u64s()?.into_iter().collect());
+        }
         let mut shared = Self {
             log,
             members,
@@ -339,6 +352,16 @@ impl Shared {
             return Err(DecodeError("snapshot with trailing bytes"));
         }
         Ok(shared)
+    }
+
+    /// A digest of the copy: two members of one lineage hold equal copies,
+    /// so equal digests; two partitions that applied different events the
+    /// same number of times do not (FNV-1a over the encoding, the same on
+    /// every build).
+    fn digest(&self) -> u64 {
+        self.encode().iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
     }
 
     /// Whether two copies are the same (for checks).
@@ -362,9 +385,10 @@ fn ones(words: &[u64], count: u64) -> Vec<u64> {
 struct InFlight {
     /// Its operations, put back should the send fail.
     ops: Vec<Op>,
-    barrier: Barrier,
-    /// Requests it answers.
+    /// FLUSHes it answers (once its marks are known, and written).
     tickets: Vec<Ticket>,
+    /// The GET_RESYNC_WORK it answers.
+    work: Option<Ticket>,
     /// Regions of its SET_REGION_SYNCs, in the overlay until it comes back.
     synced: Vec<u64>,
     /// Whether it carries marks.
@@ -439,6 +463,10 @@ pub struct Group {
     /// PRESUSPEND stopped this node's recovery (cmirrord's
     /// `recovery_halted`).
     recovery_halted: bool,
+    /// This node held the state while its partition had no quorum, and no
+    /// round has confirmed it since: a quorate partition elsewhere may have
+    /// changed the state meanwhile.
+    tainted: bool,
     lifecycle: Lifecycle,
     device: Option<LogDevice>,
     /// Whether this node wrote the log device after the last event burst.
@@ -486,6 +514,7 @@ impl Group {
             kick: false,
             synced_once: false,
             recovery_halted: false,
+            tainted: false,
             lifecycle: Lifecycle::Constructed,
             device,
             writing: false,
@@ -563,6 +592,18 @@ impl Group {
         }
     }
 
+    /// Whether this node may change the shared state and answer FLUSHes.
+    pub fn is_open(&self) -> bool {
+        self.open()
+    }
+
+    /// Whether `region` is in sync as this node's kernel is told (its own
+    /// SET_REGION_SYNCs in flight included; without cmirrord's "all in sync
+    /// once" rule of IN_SYNC).
+    pub fn reports_in_sync(&self, region: u64) -> bool {
+        self.view_in_sync(region)
+    }
+
     /// Regions in sync, as this node's kernel sees them.
     pub fn sync_count(&self) -> u64 {
         self.view_sync_count()
@@ -583,11 +624,17 @@ impl Group {
             && self.rounds.decided_ring == Some(self.ring)
     }
 
+    /// Whether `region` is in sync as this node's kernel should be told:
+    /// the shared state, overlaid with this node's own SET_REGION_SYNCs on
+    /// their way; a report of a region in sync only counts while the
+    /// region is still this node's to recover.
     fn view_in_sync(&self, region: u64) -> bool {
-        match (self.overlay.get(&region), self.shared()) {
-            (Some(&(value, _)), _) => value,
-            (None, Some(s)) => s.log.in_sync(region).unwrap_or(false),
-            (None, None) => self.config.sync == SyncMode::NoSync,
+        let shared = self.shared();
+        let mine = shared.is_none_or(|s| s.log.recoverer(region) == Some(self.me));
+        match (self.overlay.get(&region), shared) {
+            (Some(&(value, _)), _) if !value || mine => value,
+            (_, Some(s)) => s.log.in_sync(region).unwrap_or(false),
+            (_, None) => self.config.sync == SyncMode::NoSync,
         }
     }
 
@@ -600,8 +647,8 @@ impl Group {
             };
         };
         let mut count = s.log.sync_count();
-        for (&r, &(value, _)) in &self.overlay {
-            match (value, s.log.in_sync(r).unwrap_or(false)) {
+        for &r in self.overlay.keys() {
+            match (self.view_in_sync(r), s.log.in_sync(r).unwrap_or(false)) {
                 (true, false) => count += 1,
                 (false, true) => count -= 1,
                 _ => {}
@@ -618,8 +665,8 @@ impl Group {
             return count;
         }
         let mut hint = self.shared().map_or(0, |s| s.log.first_unsynced());
-        for (&r, &(value, _)) in &self.overlay {
-            if !value || r == hint {
+        for &r in self.overlay.keys() {
+            if !self.view_in_sync(r) || r == hint {
                 hint = hint.min(r);
             }
         }
@@ -656,12 +703,19 @@ impl Group {
                         self.resume_waiters.push(ticket);
                         Outcome::Later
                     }
-                    Phase::Joined(_) => {
+                    Phase::Joined(_) if self.open() => {
                         // A replayed RESUME, or a resume after a suspend:
                         // the kernel restarts its scan.
                         self.synced_once = false;
                         self.note_sync();
                         ok
+                    }
+                    Phase::Joined(_) => {
+                        // Without quorum (or during a round): the kernel
+                        // waits, and with it the mirror's I/O.
+                        self.counters.quorum_waits += 1;
+                        self.resume_waiters.push(ticket);
+                        Outcome::Later
                     }
                 }
             }
@@ -733,7 +787,7 @@ impl Group {
             }
             Request::GetResyncWork => {
                 if self.open() && !self.recovery_halted {
-                    self.send_batch(Barrier::ResyncWork, vec![ticket], fx);
+                    self.send_batch(Barrier::ResyncWork, Vec::new(), Some(ticket), fx);
                     Outcome::Later
                 } else {
                     // No recovery without quorum (or while suspending): the
@@ -750,7 +804,7 @@ impl Group {
         let new_marks = self.pending.iter().any(|op| matches!(op, Op::Mark(_)));
         if new_marks || !self.deferred.is_empty() {
             if self.open() && self.deferred.is_empty() {
-                self.send_batch(Barrier::Flush, vec![ticket], fx);
+                self.send_batch(Barrier::Flush, vec![ticket], None, fx);
             } else {
                 self.counters.quorum_waits += 1;
                 self.deferred.push_back(ticket);
@@ -772,7 +826,7 @@ impl Group {
         self.counters.flushes += 1;
         if self.open() && !self.pending.is_empty() {
             // Clears never wait: a lost clear costs a resync, never data.
-            self.send_batch(Barrier::None, Vec::new(), fx);
+            self.send_batch(Barrier::None, Vec::new(), None, fx);
         }
         Outcome::Now(Ok(Vec::new()))
     }
@@ -811,7 +865,13 @@ impl Group {
         vec![u64::from(recovering), hint]
     }
 
-    fn send_batch(&mut self, barrier: Barrier, tickets: Vec<Ticket>, fx: &mut Vec<Effect>) {
+    fn send_batch(
+        &mut self,
+        barrier: Barrier,
+        tickets: Vec<Ticket>,
+        work: Option<Ticket>,
+        fx: &mut Vec<Effect>,
+    ) {
         let ops = std::mem::take(&mut self.pending);
         self.urgent = false;
         let synced = ops
@@ -826,7 +886,7 @@ impl Group {
         self.next_batch += 1;
         self.counters.batches += 1;
         self.counters.ops += ops.len() as u64;
-        if !tickets.is_empty() {
+        if !tickets.is_empty() || work.is_some() {
             self.counters.rounds += 1;
         }
         fx.push(Effect::Send(Message::Batch(Batch {
@@ -838,8 +898,8 @@ impl Group {
             id,
             InFlight {
                 ops,
-                barrier,
                 tickets,
+                work,
                 synced,
                 marks,
             },
@@ -849,7 +909,7 @@ impl Group {
     /// Sends what is collected, if this node may.
     fn send_pending(&mut self, fx: &mut Vec<Effect>) {
         if self.open() && !self.pending.is_empty() {
-            self.send_batch(Barrier::None, Vec::new(), fx);
+            self.send_batch(Barrier::None, Vec::new(), None, fx);
         }
     }
 
@@ -870,7 +930,7 @@ impl Group {
                 .any(|op| matches!(op, Op::SetSync(..) | Op::Prioritize(_)));
             ops.append(&mut self.pending);
             self.pending = ops;
-            for t in f.tickets {
+            for t in f.tickets.into_iter().chain(f.work) {
                 fx.push(Effect::Reply(t, Err(libc::EAGAIN)));
             }
         }
@@ -882,7 +942,7 @@ impl Group {
     /// disk log writes it.
     pub fn end_of_burst(&mut self, fx: &mut Vec<Effect>) {
         if self.urgent && self.open() && !self.pending.is_empty() {
-            self.send_batch(Barrier::None, Vec::new(), fx);
+            self.send_batch(Barrier::None, Vec::new(), None, fx);
         }
         self.commit(fx);
         self.release_held(fx);
@@ -990,11 +1050,22 @@ impl Group {
             return;
         }
         let tickets: Vec<Ticket> = self.deferred.drain(..).collect();
-        self.send_batch(Barrier::Flush, tickets, fx);
+        self.send_batch(Barrier::Flush, tickets, None, fx);
     }
 
-    /// This node's partition has quorum in the group's ring, or not.
-    pub fn set_quorate(&mut self, quorate: bool, fx: &mut Vec<Effect>) {
+    /// What the quorum service says about the group's ring: quorate, not,
+    /// or nothing yet.
+    pub fn set_quorate(&mut self, verdict: Option<bool>, fx: &mut Vec<Effect>) {
+        if verdict == Some(false) && self.is_joined() && !self.tainted {
+            // A quorate partition may exist elsewhere and change the state
+            // meanwhile: this copy can no longer be trusted on its own.
+            self.tainted = true;
+            // The kernel writes regions it has marked without asking; its
+            // next request is told to replay CTR and RESUME, and the RESUME
+            // waits for quorum: the mirror's I/O on this node stops.
+            self.kick = true;
+        }
+        let quorate = verdict == Some(true);
         if self.quorate == quorate {
             return;
         }
@@ -1016,6 +1087,16 @@ impl Group {
 
     /// Sends what waited for the group to open.
     fn after_change(&mut self, fx: &mut Vec<Effect>) {
+        if !self.open() {
+            return;
+        }
+        if !self.resume_waiters.is_empty() {
+            self.synced_once = false;
+            self.note_sync();
+            for t in self.resume_waiters.drain(..) {
+                fx.push(Effect::Reply(t, Ok(Vec::new())));
+            }
+        }
         self.send_deferred(fx);
         self.release_held(fx);
     }
@@ -1034,7 +1115,7 @@ impl Group {
             fx.push(Effect::Reply(t, Err(libc::ECANCELED)));
         }
         for f in std::mem::take(&mut self.inflight).into_values() {
-            for t in f.tickets {
+            for t in f.tickets.into_iter().chain(f.work) {
                 fx.push(Effect::Reply(t, Err(libc::ECANCELED)));
             }
         }
@@ -1095,7 +1176,10 @@ impl Group {
         };
         match message {
             Message::Batch(b) => {
-                let assigned = s.apply_batch(from, &b);
+                let (assigned, refused) = s.apply_batch(from, &b);
+                if refused && from == self.me {
+                    self.kick = true;
+                }
                 self.commit_due |=
                     b.barrier == Barrier::Flush || b.ops.iter().any(|op| matches!(op, Op::Mark(_)));
                 if from == self.me {
@@ -1134,23 +1218,17 @@ impl Group {
             }
         }
         let generation = self.shared().map_or(0, |s| s.lineage.generation);
-        match f.barrier {
-            Barrier::ResyncWork => {
-                let answer = match assigned {
-                    Some(r) if self.open() && !self.recovery_halted => vec![1, r],
-                    _ => vec![0, 0],
-                };
-                for t in f.tickets {
-                    fx.push(Effect::Reply(t, Ok(answer.clone())));
-                }
-            }
-            Barrier::Flush | Barrier::None => {
-                for ticket in f.tickets {
-                    self.held.push(Held { ticket, generation });
-                }
-                self.release_held(fx);
-            }
+        if let Some(t) = f.work {
+            let answer = match assigned {
+                Some(r) if self.open() && !self.recovery_halted => vec![1, r],
+                _ => vec![0, 0],
+            };
+            fx.push(Effect::Reply(t, Ok(answer)));
         }
+        for ticket in f.tickets {
+            self.held.push(Held { ticket, generation });
+        }
+        self.release_held(fx);
     }
 
     fn on_change(&mut self, c: ConfigChange, fx: &mut Vec<Effect>) {
@@ -1191,6 +1269,8 @@ impl Group {
             apart.extend(s.log.recovered_by(me));
             Claim {
                 lineage: s.lineage,
+                digest: s.digest(),
+                tainted: self.tainted,
                 marks: s.log.marks_of(me).collect(),
                 apart: apart.into_iter().collect(),
             }
@@ -1255,7 +1335,7 @@ impl Group {
         let winner = self.is_joined() && decision.winners.contains(&self.me);
         if winner {
             self.apply_decision(id, &decision, &offers, fx);
-        } else if decision.lineage.is_none() && id.decider == self.me {
+        } else if decision.history.is_none() && id.decider == self.me {
             self.start_fresh(id, &decision, fx);
         } else {
             if let Phase::Joined(s) = &self.phase {
@@ -1282,12 +1362,18 @@ impl Group {
         let Phase::Joined(s) = &mut self.phase else {
             return;
         };
+        // When two histories meet, every region either side marked (its
+        // kernels may have written it while the other side recovered or
+        // wrote it) or recovered while apart may differ between the legs.
         let mut resync: BTreeSet<u64> = BTreeSet::new();
         for (&m, offer) in offers {
             let Some(claim) = &offer.claim else {
                 continue;
             };
-            if Some(claim.lineage) == decision.lineage {
+            if Some((claim.lineage, claim.digest)) == decision.history {
+                if decision.merged {
+                    resync.extend(claim.marks.iter().copied());
+                }
                 continue;
             }
             resync.extend(claim.marks.iter().chain(&claim.apart).copied());
@@ -1323,6 +1409,7 @@ impl Group {
         s.stateful = decision.winners.iter().copied().collect();
         s.decided = Some(id);
         self.commit_due = true;
+        self.tainted = false;
         if decision.sender == me && !decision.targets.is_empty() {
             self.send_checkpoint(id, decision.targets.clone(), fx);
         }
@@ -1344,17 +1431,31 @@ impl Group {
 
     /// Nobody holds the state: the decider starts it from the table, or a
     /// disk log from its device, and sends it to the others.
+    ///
+    /// If copies existed but none can be trusted (every one was kept
+    /// through a time without quorum), the table's `sync`/`nosync` no
+    /// longer describes the legs: a core log starts all out of sync, a disk
+    /// log from its device's bitmap.
     fn start_fresh(&mut self, id: RoundId, decision: &Decision, fx: &mut Vec<Effect>) {
+        let mut config = self.config.clone();
+        if decision.lost {
+            config.sync = SyncMode::Default;
+            fx.push(Effect::Warning(
+                "every copy of the log's state was kept through a time without quorum (a \
+                 quorate partition may have changed it meanwhile): starting it again"
+                    .into(),
+            ));
+        }
         let mut log = LogState::new(
-            &self.config,
+            &config,
             Sharing::Shared,
-            Backing::memory(self.config.region_count),
+            Backing::memory(config.region_count),
         );
-        let from = if self.config.kind == LogKind::Disk {
+        let from = if config.kind == LogKind::Disk {
             match self.device.as_mut() {
                 Some(d) => {
                     let dev = d.status_name().to_string();
-                    match log_device::load(&mut log, d, self.config.sync) {
+                    match log_device::load(&mut log, d, config.sync) {
                         Ok(note) => {
                             if let Some(note) = note {
                                 let (loud, text) =
@@ -1385,6 +1486,9 @@ impl Group {
             }
         } else {
             log.resume_core();
+            if decision.lost {
+                log.set_out_of_sync(0..config.region_count);
+            }
             "the table".to_string()
         };
         self.counters.fresh_starts += 1;
@@ -1398,6 +1502,7 @@ impl Group {
         self.writing = false;
         self.commit_due = true;
         self.committed = 0;
+        self.tainted = false;
         if !decision.targets.is_empty() {
             self.send_checkpoint(id, decision.targets.clone(), fx);
         }
@@ -1447,6 +1552,7 @@ impl Group {
         };
         shared.log.mark_all_dirty();
         self.counters.checkpoints_loaded += 1;
+        self.tainted = false;
         self.phase = Phase::Joined(Box::new(shared));
         self.writing = false;
         self.committed = 0;
@@ -1497,17 +1603,15 @@ impl Group {
         for h in std::mem::take(&mut self.held) {
             self.deferred.push_back(h.ticket);
         }
-        for t in self.resume_waiters.drain(..) {
-            fx.push(Effect::Reply(t, Ok(Vec::new())));
-        }
         self.after_change(fx);
     }
 }
 
 /// What a round decided, computed by every member from the same offers.
 struct Decision {
-    /// The winning lineage; `None`: nobody holds the state.
-    lineage: Option<Lineage>,
+    /// The winning history (lineage and digest); `None`: nobody holds the
+    /// state.
+    history: Option<(Lineage, u64)>,
     /// Members holding the winning state.
     winners: Vec<MemberId>,
     /// Who sends the checkpoint.
@@ -1520,20 +1624,34 @@ struct Decision {
     geometry: (u64, u32),
     /// Whether two histories met (the losers' writes resync).
     merged: bool,
+    /// Whether copies existed but none can be trusted.
+    lost: bool,
 }
 
 impl Decision {
     fn make(id: RoundId, offers: &BTreeMap<MemberId, Offer>) -> Option<Self> {
         let geometry_of = |o: &Offer| (o.region_count, o.region_size);
+        // A copy kept through a time without quorum may lack what a quorate
+        // partition did meanwhile: it only counts if no other copy does,
+        // and then not at all (the state starts again, all out of sync).
+        let trusted = offers
+            .values()
+            .any(|o| o.claim.as_ref().is_some_and(|c| !c.tainted));
+        let history = |o: &Offer| {
+            o.claim
+                .as_ref()
+                .filter(|c| trusted && !c.tainted)
+                .map(|c| (c.lineage, c.digest))
+        };
         let best = offers
             .values()
-            .filter_map(|o| o.claim.as_ref().map(|c| (c.lineage, geometry_of(o))))
+            .filter_map(|o| history(o).map(|h| (h, geometry_of(o))))
             .max();
         let geometry = match best {
             Some((_, g)) => g,
             None => geometry_of(offers.get(&id.decider)?),
         };
-        let lineage = best.map(|(l, _)| l);
+        let winning = best.map(|(h, _)| h);
         let misfits: Vec<MemberId> = offers
             .iter()
             .filter(|(_, o)| geometry_of(o) != geometry)
@@ -1541,26 +1659,29 @@ impl Decision {
             .collect();
         let winners: Vec<MemberId> = offers
             .iter()
-            .filter(|(_, o)| o.claim.as_ref().map(|c| c.lineage) == lineage && lineage.is_some())
+            .filter(|(_, o)| winning.is_some() && history(o) == winning)
             .map(|(&m, _)| m)
             .collect();
         let merged = offers.values().any(|o| {
             o.claim
                 .as_ref()
-                .is_some_and(|c| Some(c.lineage) != lineage && geometry_of(o) == geometry)
+                .is_some_and(|c| Some((c.lineage, c.digest)) != winning)
+                && geometry_of(o) == geometry
         });
         let targets = offers
             .keys()
             .filter(|m| {
                 !winners.contains(m)
                     && !misfits.contains(m)
-                    && (lineage.is_some() || **m != id.decider)
+                    && (winning.is_some() || **m != id.decider)
             })
             .copied()
             .collect();
         let sender = winners.first().copied().unwrap_or(id.decider);
+        let lost = !trusted && offers.values().any(|o| o.claim.is_some());
         Some(Self {
-            lineage,
+            lost,
+            history: winning,
             winners,
             sender,
             targets,
@@ -1582,6 +1703,8 @@ mod tests {
             region_size: 8,
             claim: claim.map(|lineage| Claim {
                 lineage,
+                digest: lineage.generation,
+                tainted: false,
                 marks: vec![],
                 apart: vec![],
             }),
@@ -1617,7 +1740,7 @@ mod tests {
         .into_iter()
         .collect();
         let d = Decision::make(id, &offers).unwrap();
-        assert_eq!(d.lineage, Some(new));
+        assert_eq!(d.history.map(|h| h.0), Some(new));
         assert_eq!(d.winners, [b]);
         assert_eq!(d.sender, b);
         assert_eq!(d.targets, [a, c]);
@@ -1626,7 +1749,7 @@ mod tests {
             .into_iter()
             .collect();
         let d = Decision::make(id, &fresh).unwrap();
-        assert_eq!((d.lineage, d.sender, d.merged), (None, a, false));
+        assert_eq!((d.history, d.sender, d.merged), (None, a, false));
         assert_eq!(d.targets, [c], "the decider starts the state itself");
     }
 }

@@ -25,6 +25,8 @@ pub mod wire;
 pub mod cpg;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;

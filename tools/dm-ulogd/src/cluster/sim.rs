@@ -192,6 +192,12 @@ impl Bus {
         (0..self.components.len()).any(|c| self.step_component(c))
     }
 
+    /// Whether events wait for `member` (it has not heard of them yet).
+    pub fn has_news_for(&self, member: MemberId) -> bool {
+        self.inboxes.get(&member).is_some_and(|i| !i.is_empty())
+            || self.quorum.get(&member).is_some_and(|q| !q.is_empty())
+    }
+
     /// Queues `bytes` as a message from `from` to `group` (a message
     /// delivered again, late).
     pub fn inject(&mut self, group: &str, from: MemberId, bytes: Vec<u8>) {
@@ -613,6 +619,24 @@ impl Node {
         }
         for (group, event) in events {
             self.store.group_event(&group, event, &self.replies);
+        }
+        self.store.end_of_burst(&self.replies);
+        self.store.flush_outbox(&mut self.transport, &self.replies);
+    }
+
+    /// As [`Self::pump`], but the groups' events before the quorum's news
+    /// (corosync gives no order between the two).
+    pub fn pump_groups_first(&mut self) {
+        let mut events = Vec::new();
+        let mut quorum = Vec::new();
+        self.transport
+            .dispatch(None, &mut events, &mut quorum)
+            .expect("the simulated bus never fails");
+        for (group, event) in events {
+            self.store.group_event(&group, event, &self.replies);
+        }
+        for q in quorum {
+            self.store.quorum_event(q, &self.replies);
         }
         self.store.end_of_burst(&self.replies);
         self.store.flush_outbox(&mut self.transport, &self.replies);

@@ -95,6 +95,13 @@ pub struct Offer {
 pub struct Claim {
     /// Its lineage.
     pub lineage: Lineage,
+    /// A digest of its state: two partitions may have applied as many
+    /// events since they split, but not the same ones.
+    pub digest: u64,
+    /// Whether the sender held it while its partition had no quorum (and
+    /// no round confirmed it since): a quorate partition may have changed
+    /// the state meanwhile.
+    pub tainted: bool,
     /// Regions its own kernel has marked.
     pub marks: Vec<u64>,
     /// Regions any member of its lineage marked or recovered while some
@@ -234,6 +241,8 @@ impl Message {
                     Some(c) => {
                         w.u8(1);
                         put_lineage(&mut w, c.lineage);
+                        w.u64(c.digest);
+                        w.u8(u8::from(c.tainted));
                         w.u64s(c.marks.iter().copied());
                         w.u64s(c.apart.iter().copied());
                     }
@@ -292,6 +301,8 @@ impl Message {
                     0 => None,
                     1 => Some(Claim {
                         lineage: get_lineage(&mut r)?,
+                        digest: r.u64()?,
+                        tainted: r.u8()? != 0,
                         marks: r.u64s()?,
                         apart: r.u64s()?,
                     }),
@@ -363,6 +374,8 @@ mod tests {
                 region_size: 8,
                 claim: Some(Claim {
                     lineage,
+                    digest: 42,
+                    tainted: true,
                     marks: vec![1, 2],
                     apart: vec![3],
                 }),

@@ -78,6 +78,11 @@ impl Quorum {
         self.rings.get(&ring).copied().unwrap_or(false)
     }
 
+    /// What the quorum service said about `ring`, if it spoke yet.
+    fn verdict(&self, ring: RingId) -> Option<bool> {
+        self.rings.get(&ring).copied()
+    }
+
     fn insert(&mut self, ring: RingId, quorate: bool) {
         self.rings.insert(ring, quorate);
         while self.rings.len() > Self::KEEP {
@@ -208,7 +213,7 @@ impl Cluster {
             let ring = self.quorum.latest();
             let mut group = Group::new(self.me, config, device, ring);
             let mut fx = Vec::new();
-            group.set_quorate(self.quorum.quorate(ring), &mut fx);
+            group.set_quorate(self.quorum.verdict(ring), &mut fx);
             self.groups.insert(uuid.to_string(), group);
         }
     }
@@ -597,7 +602,7 @@ impl LogStore {
             let ring = matches!(event, Event::Ring(_));
             g.on_event(event, &mut fx);
             if ring {
-                g.set_quorate(quorum.quorate(g.ring()), &mut fx);
+                g.set_quorate(quorum.verdict(g.ring()), &mut fx);
             }
         }
         self.run_effects(group, fx, sink);
@@ -630,7 +635,7 @@ impl LogStore {
             let cluster = self.cluster_mut();
             let mut fx = Vec::new();
             if let Some(g) = cluster.groups.get_mut(&name) {
-                let q = cluster.quorum.quorate(g.ring());
+                let q = cluster.quorum.verdict(g.ring());
                 g.set_quorate(q, &mut fx);
             }
             self.run_effects(&name, fx, sink);

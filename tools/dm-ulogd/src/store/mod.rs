@@ -5,7 +5,7 @@
 //! payload, disk commits, state files and counters; for one node and for a
 //! cluster alike. Each log's state is a [`LogState`]: on one node the store
 //! applies requests to it directly; in cluster mode ([`cluster`]) each log's
-//! [`Group`] keeps it coherent with the other nodes and may answer later.
+//! [`Group`](crate::cluster::group::Group) keeps it coherent with the other nodes and may answer later.
 //!
 //! Transport-free: [`LogStore::serve`] takes a decoded request and answers
 //! it through a [`ReplySink`] (now, or once the group has applied it), so

@@ -16,8 +16,10 @@
 //! - [`store`]: the (uuid, luid) table and request dispatch, in both modes;
 //! - [`server`], [`control`], [`stats`], [`logging`], [`cli`]: the daemon.
 //!
-//! All `unsafe` is in [`sys`], in the one line of `cluster::cpg` that lends
-//! corosync's descriptors to poll, and in `ulog_proto::socket`.
+//! The only `unsafe`: mapping a state file (memmap2 cannot promise that no
+//! other process truncates it: the state directory's lock does), lending
+//! corosync's descriptors to poll (`cluster::cpg`), and the netlink socket
+//! in `ulog_proto::socket`.
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -34,11 +36,10 @@ pub mod logging;
 pub mod member;
 pub mod request;
 pub mod server;
+pub mod signals;
 pub mod state_file;
 pub mod stats;
 pub mod store;
-#[allow(unsafe_code)]
-pub mod sys;
 pub mod wire_codec;
 
 #[cfg(test)]

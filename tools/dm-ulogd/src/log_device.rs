@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use crate::ctr_args::{DeviceSpec, SyncMode};
 use crate::disk_format::{self, DiskHeader, DiskImage};
 use crate::log_state::{CommitPlan, LogState};
-use crate::sys;
 
 /// Runs of changed blocks closer than this are written as one I/O.
 const MERGE_GAP: usize = 16 * 1024;
@@ -34,7 +33,8 @@ pub enum DevicePolicy {
 }
 
 /// Why a log device could not be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct DeviceError {
     /// Positive errno for the reply.
     pub errno: i32,
@@ -94,7 +94,8 @@ impl LogDevice {
         let rdev = meta.rdev();
         let (major, minor) = (libc::major(rdev), libc::minor(rdev));
         let (block_size, size) = if is_block {
-            let bs = sys::logical_block_size(&file).map_err(|e| {
+            let bs = rustix::fs::ioctl_blksszget(&file).map_err(|e| {
+                let e = io::Error::from(e);
                 dev_err(
                     errno_of(&e),
                     format!("cannot get the block size of log device {major}:{minor}: {e}"),
@@ -314,7 +315,15 @@ fn open_number(
     }
     let node = scratch.join(format!(".dev-{major}-{minor}-{}", std::process::id()));
     let _ = std::fs::remove_file(&node);
-    let made = sys::make_block_node(&node, major, minor).and_then(|()| open_rw(&node, true));
+    let made = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &node,
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        rustix::fs::makedev(major, minor),
+    )
+    .map_err(io::Error::from)
+    .and_then(|()| open_rw(&node, true));
     let _ = std::fs::remove_file(&node);
     let file = made.map_err(|e| {
         dev_err(

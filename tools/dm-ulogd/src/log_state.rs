@@ -64,22 +64,13 @@ impl Lifecycle {
 }
 
 /// A region number at or past the end of the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("region {region} is out of range (the log has {count} regions)")]
 pub struct OutOfRange {
     /// The region asked for.
     pub region: u64,
     /// Regions in the log.
     pub count: u64,
-}
-
-impl std::fmt::Display for OutOfRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "region {} is out of range (the log has {} regions)",
-            self.region, self.count
-        )
-    }
 }
 
 /// Where the clean and sync bitmaps live: on the heap, or in a mapped state
@@ -178,6 +169,10 @@ pub struct LogState {
     priority: VecDeque<u64>,
     /// Who has which region marked (shared logs only).
     marks: BTreeMap<MemberId, BTreeSet<u64>>,
+    /// Regions kept dirty whatever the clears (shared logs: what a node
+    /// that went away may still write), so a disk log keeps them for the
+    /// next activation.
+    pinned: BTreeSet<u64>,
     lifecycle: Lifecycle,
     device_failed: bool,
     dirty: Dirty,
@@ -204,6 +199,7 @@ impl LogState {
         self.recovering.clear();
         self.priority.clear();
         self.marks.clear();
+        self.pinned.clear();
         self.lifecycle = Lifecycle::Constructed;
         self.device_failed = false;
         self.commit_done();
@@ -256,6 +252,7 @@ impl LogState {
             recovering: BTreeMap::new(),
             priority: VecDeque::new(),
             marks: BTreeMap::new(),
+            pinned: BTreeSet::new(),
             lifecycle: Lifecycle::Constructed,
             device_failed: false,
             dirty: Dirty {
@@ -476,7 +473,9 @@ impl LogState {
                             self.marks.remove(&owner);
                         }
                     }
-                    !self.is_marked(r) && bitmap::test(self.maps().1, r)
+                    !self.is_marked(r)
+                        && !self.pinned.contains(&r)
+                        && bitmap::test(self.maps().1, r)
                 }
             };
             if clean {
@@ -484,6 +483,16 @@ impl LogState {
             }
         }
         Ok(())
+    }
+
+    /// Keeps exactly `regions` dirty whatever the clears (shared logs).
+    pub fn set_pinned(&mut self, regions: BTreeSet<u64>) {
+        for &r in &regions {
+            if r < self.region_count {
+                self.set_clean(r, false);
+            }
+        }
+        self.pinned = regions;
     }
 
     /// Whether any member has `region` marked (shared logs).
@@ -809,6 +818,7 @@ impl LogState {
             && self.recovering == other.recovering
             && self.priority == other.priority
             && self.marks == other.marks
+            && self.pinned == other.pinned
             && self.device_failed == other.device_failed
     }
 }

@@ -36,7 +36,8 @@ pub enum Request<'a> {
 }
 
 /// Why a payload does not fit its request type.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct BadPayload(pub String);
 
 fn expect_size(kind: RequestType, data: &[u8], size: usize) -> Result<(), BadPayload> {

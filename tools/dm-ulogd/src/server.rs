@@ -13,11 +13,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use sd_notify::NotifyState;
 use ulog_proto::socket::{ConnectorSocket, Incoming, Received, SocketOptions, RECV_BUFFER_SIZE};
 use ulog_proto::wire::{
     Message, ParseError, RequestHeader, CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, REQUEST_MASK,
@@ -25,10 +28,10 @@ use ulog_proto::wire::{
 
 use crate::cluster::transport::Transport;
 use crate::control::{self, Command, ControlServer};
+use crate::signals::{Signal, Signals};
 use crate::state_file::StateDir;
 use crate::stats::{ClusterInfo, Snapshot, SocketCounters};
 use crate::store::LogStore;
-use crate::sys::{self, Signal, SignalFd};
 use crate::{debug, error, info, warning};
 
 /// Requests served per wake-up before signals, the control socket and the
@@ -54,13 +57,14 @@ pub struct ServerOptions {
 pub struct Server {
     socket: ConnectorSocket,
     dispatcher: Dispatcher,
-    signals: SignalFd,
+    signals: Signals,
     control: ControlServer,
     transport: Option<Box<dyn Transport>>,
     started: Instant,
     reset_at: Instant,
     recv_buf: Vec<u8>,
     _lock: File,
+    _instance: UnixListener,
 }
 
 /// Where replies go: the netlink socket, or a recorder in tests and the
@@ -114,9 +118,81 @@ pub struct Dispatcher {
     counters: SocketCounters,
 }
 
+/// The name of the abstract socket that makes a server the only one on
+/// its host (the kernel multicasts every request: two servers would both
+/// answer it).
+const INSTANCE_NAME: &[u8] = b"dm-ulogd";
+
+/// Why the server could not start: one line for the admin, naming the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another server holds the host.
+    #[error(
+        "another dm-ulogd (pid {pid}) serves this host's kernel: stop it first (two servers \
+         would both answer every request)"
+    )]
+    AnotherServer {
+        /// Its pid, if known.
+        pid: String,
+    },
+    /// Another server uses the state directory.
+    #[error("another dm-ulogd (pid {pid}) is using state directory {}", dir.display())]
+    StateDirBusy {
+        /// Its pid, as its lock file says.
+        pid: String,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A file or socket the server needs.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Path {
+        /// What was tried.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The host lock socket.
+    #[error("cannot bind the instance socket @dm-ulogd: {0}")]
+    Instance(#[source] io::Error),
+    /// Signal handling.
+    #[error("cannot set up signals: {0}")]
+    Signals(#[source] io::Error),
+    /// The netlink connector.
+    #[error("cannot open the netlink connector socket: {0} (is CONFIG_CONNECTOR enabled? are you root?)")]
+    Netlink(#[source] io::Error),
+    /// Corosync (cluster mode).
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// Becomes the only dm-ulogd on this host: binds the abstract unix socket
+/// `@dm-ulogd`, which the kernel releases when the process dies however it
+/// dies. If another server holds it, says which.
+fn claim_host() -> Result<UnixListener, StartError> {
+    let addr = SocketAddr::from_abstract_name(INSTANCE_NAME).map_err(StartError::Instance)?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let pid = UnixStream::connect_addr(&addr)
+                .ok()
+                .and_then(|s| rustix::net::sockopt::socket_peercred(&s).ok())
+                .map_or_else(|| "?".to_string(), |c| c.pid.as_raw_nonzero().to_string());
+            Err(StartError::AnotherServer { pid })
+        }
+        Err(e) => Err(StartError::Instance(e)),
+    }
+}
+
 /// Takes the state directory's lock, so two servers never share it.
-pub(crate) fn lock_state_dir(dir: &Path) -> Result<File, String> {
+pub(crate) fn lock_state_dir(dir: &Path) -> Result<File, StartError> {
     let path = dir.join("lock");
+    let failed = |what, source| StartError::Path {
+        what,
+        path: path.clone(),
+        source,
+    };
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -124,18 +200,17 @@ pub(crate) fn lock_state_dir(dir: &Path) -> Result<File, String> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match sys::try_lock_exclusive(&file) {
-        Ok(true) => {}
-        Ok(false) => {
+        .map_err(|e| failed("open", e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(format!(
-                "another dm-ulogd (pid {}) is using state directory {}",
-                pid.trim(),
-                dir.display()
-            ));
+            return Err(StartError::StateDirBusy {
+                pid: pid.trim().to_string(),
+                dir: dir.to_path_buf(),
+            });
         }
-        Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
+        Err(e) => return Err(failed("lock", e.into())),
     }
     let _ = file.set_len(0);
     let _ = writeln!(file, "{}", std::process::id());
@@ -146,19 +221,21 @@ impl Server {
     /// Sets everything up: state directory and its lock, signals, restored
     /// logs, then the netlink socket (so requests find the state loaded) and
     /// the control socket. With a `transport`, the server runs in cluster
-    /// mode over it. Errors are one line for the admin.
-    pub fn start(
-        options: &ServerOptions,
-        transport: Option<Box<dyn Transport>>,
-    ) -> Result<Self, String> {
-        let dir = StateDir::open(&options.state_dir).map_err(|e| {
-            format!(
-                "cannot create state directory {}: {e}",
-                options.state_dir.display()
-            )
+    /// mode over corosync. Errors are one line for the admin.
+    pub fn start(options: &ServerOptions, cluster: bool) -> Result<Self, StartError> {
+        let instance = claim_host()?;
+        let dir = StateDir::open(&options.state_dir).map_err(|source| StartError::Path {
+            what: "create state directory",
+            path: options.state_dir.clone(),
+            source,
         })?;
         let lock = lock_state_dir(dir.root())?;
-        let signals = SignalFd::new().map_err(|e| format!("cannot set up signals: {e}"))?;
+        let signals = Signals::new().map_err(StartError::Signals)?;
+        let transport = if cluster {
+            Some(cluster_transport().map_err(StartError::Cluster)?)
+        } else {
+            None
+        };
         let control_path = dir.root().join(control::SOCKET_NAME);
         let (store, report) = match &transport {
             Some(t) => (LogStore::clustered(t.local_id(), dir.root()), None),
@@ -172,14 +249,11 @@ impl Server {
             nonblocking: true,
             rcvbuf: options.rcvbuf,
         })
-        .map_err(|e| {
-            format!("cannot open the netlink connector socket: {e} (is CONFIG_CONNECTOR enabled?)")
-        })?;
-        let control = ControlServer::bind(&control_path).map_err(|e| {
-            format!(
-                "cannot create control socket {}: {e}",
-                control_path.display()
-            )
+        .map_err(StartError::Netlink)?;
+        let control = ControlServer::bind(&control_path).map_err(|source| StartError::Path {
+            what: "create control socket",
+            path: control_path.clone(),
+            source,
         })?;
         // The kernel reports twice what it grants, for its bookkeeping.
         let rcvbuf = socket.rcvbuf().unwrap_or(0) / 2;
@@ -211,6 +285,7 @@ impl Server {
             reset_at: now,
             recv_buf: vec![0; RECV_BUFFER_SIZE],
             _lock: lock,
+            _instance: instance,
         })
     }
 
@@ -220,20 +295,26 @@ impl Server {
         let mut retry: Option<Duration> = None;
         // The quorum's current state and anything already queued.
         self.pump_transport(None)?;
+        // systemd (Type=notify): the kernel's requests are served from now.
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
         loop {
             let (ready, transport_ready) = self.wait(retry)?;
             if ready[1] {
-                while let Some(signal) = self.signals.read()? {
+                for signal in self.signals.take() {
                     match signal {
                         Signal::Terminate => {
-                            info!("exiting on signal");
-                            self.report();
+                            let _ = sd_notify::notify(&[NotifyState::Stopping]);
+                            if self.transport.is_some() {
+                                info!("exiting on signal");
+                                self.report();
+                            } else {
+                                info!("exiting on signal; logs stay in the state directory");
+                            }
                             self.dispatcher.store.commit_all();
                             return Ok(());
                         }
                         Signal::DumpStats => self.report(),
                         Signal::Hangup => info!("SIGHUP: nothing to reload"),
-                        Signal::Other(n) => debug!("ignoring signal {n}"),
                     }
                 }
             }

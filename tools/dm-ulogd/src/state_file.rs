@@ -31,6 +31,8 @@
 //!
 //! A file is written under a temporary name and renamed into place, so a
 //! crash during a CTR never leaves a half-written file behind a valid name.
+//! Its blocks are allocated before it is mapped, so a full tmpfs is a clean
+//! `ENOSPC` at CTR, never a `SIGBUS` on a later store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -39,7 +41,8 @@ use std::path::{Path, PathBuf};
 
 use ulog_proto::wire::UUID_LEN;
 
-use crate::sys::MappedFile;
+use memmap2::MmapMut;
+use rustix::fs::{fallocate, FallocateFlags};
 
 const MAGIC: &[u8; 8] = b"dmulogd\0";
 const FORMAT_VERSION: u32 = 2;
@@ -145,17 +148,14 @@ impl StateDir {
             .open(&tmp_path)?;
         let len =
             file_len(words, MAPS).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mapped = file
-            .set_len(len as u64)
-            .and_then(|()| MappedFile::map(&file, len));
-        let mut map = match mapped {
+        let mut map = match map(&file, len) {
             Ok(m) => m,
             Err(e) => {
                 let _ = fs::remove_file(&tmp_path);
                 return Err(e);
             }
         };
-        let (head, _) = map.split_words_mut(HEADER_BYTES);
+        let head = &mut map[..HEADER_BYTES];
         head[..8].copy_from_slice(MAGIC);
         put_u32(head, OFF_VERSION, FORMAT_VERSION);
         put_u32(head, OFF_LIFECYCLE, 1);
@@ -211,7 +211,7 @@ impl StateDir {
 pub struct StateFile {
     path: PathBuf,
     final_path: Option<PathBuf>,
-    map: MappedFile,
+    map: MmapMut,
     words: usize,
     identity: Identity,
 }
@@ -224,8 +224,8 @@ impl StateFile {
         if len < HEADER_BYTES {
             return Err(invalid("shorter than its header"));
         }
-        let map = MappedFile::map(&file, len)?;
-        let head = &map.bytes()[..HEADER_BYTES];
+        let map = map(&file, len)?;
+        let head = &map[..HEADER_BYTES];
         if &head[..8] != MAGIC {
             return Err(invalid("not a dm-ulogd state file"));
         }
@@ -286,31 +286,31 @@ impl StateFile {
 
     /// The stored lifecycle value.
     pub fn lifecycle(&self) -> u32 {
-        get_u32(self.map.bytes(), OFF_LIFECYCLE)
+        get_u32(&self.map, OFF_LIFECYCLE)
     }
 
     /// The stored flags.
     pub fn flags(&self) -> u32 {
-        get_u32(self.map.bytes(), OFF_FLAGS)
+        get_u32(&self.map, OFF_FLAGS)
     }
 
     /// Stores the lifecycle and flags.
     pub fn set_meta(&mut self, lifecycle: u32, flags: u32) {
-        let (head, _) = self.map.split_words_mut(HEADER_BYTES);
+        let head = &mut self.map[..HEADER_BYTES];
         put_u32(head, OFF_LIFECYCLE, lifecycle);
         put_u32(head, OFF_FLAGS, flags);
     }
 
     /// All bitmap words: [`MAPS`] bitmaps of [`Self::words_per_map`] words.
     pub fn bitmaps(&self) -> &[u64] {
-        &self.map.words(HEADER_BYTES)[..self.words * MAPS]
+        let n = self.words * MAPS;
+        bytemuck::cast_slice(&self.map[HEADER_BYTES..HEADER_BYTES + 8 * n])
     }
 
     /// All bitmap words, writable.
     pub fn bitmaps_mut(&mut self) -> &mut [u64] {
         let n = self.words * MAPS;
-        let (_, words) = self.map.split_words_mut(HEADER_BYTES);
-        &mut words[..n]
+        bytemuck::cast_slice_mut(&mut self.map[HEADER_BYTES..HEADER_BYTES + 8 * n])
     }
 
     /// Renames the file `*.bad` (kept for inspection, never loaded again).
@@ -322,6 +322,19 @@ impl StateFile {
     pub fn remove(self) -> io::Result<()> {
         fs::remove_file(&self.path)
     }
+}
+
+/// Allocates the first `len` bytes of `file` (so that stores into the
+/// mapping never find a hole on a full file system) and maps them.
+fn map(file: &File, len: usize) -> io::Result<MmapMut> {
+    fallocate(file, FallocateFlags::empty(), 0, len as u64)?;
+    // SAFETY: the file is one of this server's state files, in the state
+    // directory whose lock it holds, and no other process changes or
+    // truncates it while it is mapped (which is what could make the mapping
+    // unsound); its first `len` bytes are allocated above.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+    Ok(map)
 }
 
 fn file_len(words: usize, maps: usize) -> Option<usize> {

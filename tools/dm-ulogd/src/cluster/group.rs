@@ -297,10 +297,18 @@ impl Shared {
             back.extend(self.away.remove(&m.node).into_iter().flatten());
         }
         restarted |= self.log.set_out_of_sync(back);
+        self.pin_away();
         let members = &self.members;
         self.stateful.retain(|m| members.contains(m));
         lost.dedup_by_key(|(m, _)| *m);
         (lost, restarted)
+    }
+
+    /// What an away node's member had marked stays dirty (on the log
+    /// device too) until it comes back, whatever the resync meanwhile.
+    fn pin_away(&mut self) {
+        let pinned = self.away.values().flatten().copied().collect();
+        self.log.set_pinned(pinned);
     }
 
     /// Encodes everything but the log device's commit bookkeeping.
@@ -348,6 +356,7 @@ impl Shared {
         for region in r.u64s()? {
             shared.note_apart(region);
         }
+        shared.pin_away();
         if !r.is_empty() {
             return Err(DecodeError("snapshot with trailing bytes"));
         }

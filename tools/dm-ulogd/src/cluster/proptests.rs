@@ -31,7 +31,7 @@ const REGIONS: u64 = 12;
 /// 12 regions of 8 sectors, out of sync at the start. (With `nosync`,
 /// losing every copy of the state would start it again all in sync, as the
 /// table says: a documented limit, not something to test.)
-const CTR: &str = "96 clustered-core 8";
+const CORE: &str = "96 clustered-core 8";
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -52,6 +52,8 @@ enum Action {
     Crash(u32),
     /// A dead node boots again and rejoins.
     Restart(u32),
+    /// Every node dies at once.
+    PowerCut,
     /// The node's next send fails.
     FailSend(u32),
     /// The node takes in its groups' events before the quorum's news.
@@ -70,6 +72,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Heal),
         1 => node.clone().prop_map(Action::Crash),
         1 => node.clone().prop_map(Action::Restart),
+        1 => Just(Action::PowerCut),
         1 => node.clone().prop_map(Action::FailSend),
         2 => node.prop_map(Action::GroupNewsFirst),
     ]
@@ -102,6 +105,8 @@ enum Resync {
 }
 
 struct World {
+    /// The table every node loads.
+    ctr: String,
     bus: SharedBus,
     nodes: BTreeMap<u32, Node>,
     kernels: BTreeMap<u32, Kernel>,
@@ -123,9 +128,10 @@ struct World {
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(ctr: &str) -> Self {
         let bus = Bus::new(NODES);
         let mut w = Self {
+            ctr: ctr.to_string(),
             bus,
             nodes: BTreeMap::new(),
             kernels: BTreeMap::new(),
@@ -148,7 +154,7 @@ impl World {
         let pid = self.pids.get(&n).map_or(n * 100, |p| p + 1);
         self.pids.insert(n, pid);
         let mut node = Node::new(n, pid, &self.bus);
-        assert_eq!(node.construct(CTR), Ok(vec![]));
+        assert_eq!(node.construct(&self.ctr), Ok(vec![]));
         let k = Kernel {
             resume: Some(node.send(T::Resume, &[])),
             ..Kernel::default()
@@ -253,7 +259,7 @@ impl World {
         }
         if k.replay {
             k.replay = false;
-            assert_eq!(node.construct(CTR), Ok(vec![]));
+            assert_eq!(node.construct(&self.ctr), Ok(vec![]));
             k.resume = Some(node.send(T::Resume, &[]));
             return true;
         }
@@ -415,10 +421,21 @@ impl World {
         self.partitioned_at = None;
     }
 
+    fn power_cut(&mut self) {
+        let all: Vec<u32> = self.nodes.keys().copied().collect();
+        for n in all {
+            self.crash_anyway(n);
+        }
+    }
+
     fn crash(&mut self, n: u32) {
         if self.nodes.len() <= 1 || !self.nodes.contains_key(&n) {
             return;
         }
+        self.crash_anyway(n);
+    }
+
+    fn crash_anyway(&mut self, n: u32) {
         self.bus.borrow_mut().fail_node(n);
         self.nodes.remove(&n);
         if let Some(k) = self.kernels.remove(&n) {
@@ -462,6 +479,7 @@ impl World {
             Action::Heal => self.heal(),
             Action::Crash(n) => self.crash(n),
             Action::Restart(n) => self.restart(n),
+            Action::PowerCut => self.power_cut(),
             Action::GroupNewsFirst(n) => {
                 if let Some(node) = self.nodes.get_mut(&n) {
                     node.pump_groups_first();
@@ -592,6 +610,18 @@ impl World {
     }
 }
 
+fn run(ctr: &str, actions: &[Action]) {
+    let mut w = World::new(ctr);
+    for a in actions {
+        w.apply(a);
+        w.check_safety();
+        if matches!(a, Action::Settle) {
+            w.check_settled();
+        }
+    }
+    w.finish();
+}
+
 proptest! {
     // PROPTEST_CASES=20000 for a longer search.
     #![proptest_config(ProptestConfig {
@@ -602,14 +632,14 @@ proptest! {
 
     #[test]
     fn no_interleaving_reports_a_written_region_in_sync(actions in prop::collection::vec(action(), 1..80)) {
-        let mut w = World::new();
-        for a in &actions {
-            w.apply(a);
-            w.check_safety();
-            if matches!(a, Action::Settle) {
-                w.check_settled();
-            }
-        }
-        w.finish();
+        run(CORE, &actions);
+    }
+
+    #[test]
+    fn no_interleaving_loses_a_mark_of_a_shared_disk_log(actions in prop::collection::vec(action(), 1..80)) {
+        let tmp = crate::test_util::TempDir::new();
+        let dev = tmp.path().join("log");
+        std::fs::write(&dev, vec![0u8; 1 << 12]).unwrap();
+        run(&format!("96 clustered-disk {} 8", dev.display()), &actions);
     }
 }

@@ -1544,6 +1544,12 @@ impl Group {
         }
     }
 
+    /// Whether this member waits for the checkpoint of a decided round.
+    #[cfg(test)]
+    pub fn awaits_checkpoint(&self) -> bool {
+        matches!(self.phase, Phase::Joining(Some(_)))
+    }
+
     fn load_checkpoint(&mut self, cp: Checkpoint, fx: &mut Vec<Effect>) {
         let Phase::Joining(Some((_, buffer))) = std::mem::replace(&mut self.phase, Phase::Detached)
         else {

@@ -124,7 +124,10 @@ struct World {
     known_marks: BTreeMap<u32, BTreeSet<u64>>,
     /// Nodes that died while cut off, with what they could write: to the
     /// others, still cut off (nothing tells them apart) until they boot.
+    /// A region a recovery copies after the death is no longer held apart.
     dead_apart: BTreeMap<u32, BTreeSet<u64>>,
+    /// When each node of `dead_apart` died.
+    died_at: BTreeMap<u32, u64>,
 }
 
 impl World {
@@ -142,6 +145,7 @@ impl World {
             partitioned_at: None,
             known_marks: BTreeMap::new(),
             dead_apart: BTreeMap::new(),
+            died_at: BTreeMap::new(),
         };
         for n in 1..=NODES {
             w.boot(n);
@@ -347,6 +351,13 @@ impl World {
                     k.replay |= node.answer(seq) == Some(Err(libc::ESRCH));
                 }
                 k.resync = Resync::Idle;
+                // A dead node writes no more: a copy that started after it
+                // died leaves the legs equal as far as it is concerned.
+                for (n, w) in &mut self.dead_apart {
+                    if self.died_at[n] < at {
+                        w.remove(&r);
+                    }
+                }
                 let held_apart = self
                     .cut_off
                     .iter()
@@ -441,6 +452,7 @@ impl World {
         if let Some(k) = self.kernels.remove(&n) {
             if self.cut_off.contains(&n) {
                 self.dead_apart.insert(n, k.writable);
+                self.died_at.insert(n, self.now);
             } else {
                 for r in k.writable {
                     self.unsafe_since.insert(r, self.now);
@@ -459,10 +471,13 @@ impl World {
             bus.revive_node(n);
         }
         // It boots, and corosync brings it back into the cluster: what it
-        // could write before it died must now resync.
+        // could write before it died (and no copy started since) must now
+        // resync.
         self.heal();
+        let died = self.died_at.remove(&n).unwrap_or(self.now);
         for r in self.dead_apart.remove(&n).into_iter().flatten() {
-            self.unsafe_since.insert(r, self.now);
+            let since = self.unsafe_since.entry(r).or_insert(died);
+            *since = (*since).max(died);
         }
         self.boot(n);
     }

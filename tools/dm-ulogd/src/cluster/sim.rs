@@ -199,12 +199,12 @@ impl Bus {
     }
 
     /// Queues `bytes` as a message from `from` to `group` (a message
-    /// delivered again, late).
+    /// delivered again, late), delivered before anything queued.
     pub fn inject(&mut self, group: &str, from: MemberId, bytes: Vec<u8>) {
         if let Some(c) = self.component_of(from.node) {
             self.components[c]
                 .queue
-                .push_back((group.to_string(), Op::Send(from, bytes)));
+                .push_front((group.to_string(), Op::Send(from, bytes)));
         }
     }
 

@@ -68,9 +68,13 @@ all_in_sync() { [ -n "$1" ] && [ "${1%/*}" = "${1#*/}" ]; }
 server_pid() { cat /tmp/server.pid 2>/dev/null; }
 # Writes the mirror device completed (field 5 of its block stat).
 dm_writes() {
-	local dm
-	dm=$(basename "$(readlink -f /dev/mapper/$NAME)")
-	awk '{print $5}' "/sys/block/$dm/stat" 2>/dev/null || echo 0
+	local d
+	for d in /sys/block/dm-*; do
+		[ "$(cat "$d/dm/name" 2>/dev/null)" = "$NAME" ] || continue
+		awk '{print $5}' "$d/stat"
+		return
+	done
+	echo 0
 }
 # json_num JSON KEY: the first number stored under "KEY".
 json_num() { grep -o "\"$2\":[0-9.]*" <<<"$1" | head -n1 | cut -d: -f2; }
@@ -135,20 +139,24 @@ make_devices() {
 # mirror [TIMEOUT]: the legs (and log device) over the shared disk and the
 # mirror on them (it joins the log's group: a node without quorum waits).
 cmd_mirror() {
-	local t0 table logargs
+	local t0 table logargs rc
 	check "devices: dm-linear over /dev/vda" make_devices || return 1
 	case $LOGTYPE in
-	disk) logargs="5 $UUID clustered-disk /dev/mapper/cl-log $REGION" ;;
-	*) logargs="5 $UUID clustered-core $REGION sync" ;;
+	disk) logargs="$UUID clustered-disk /dev/mapper/cl-log $REGION" ;;
+	*) logargs="$UUID clustered-core $REGION sync" ;;
 	esac
-	table="0 $LEG_SECTORS mirror userspace $logargs"
+	# shellcheck disable=SC2086 # count the words
+	set -- "${1:-600}" $logargs
+	table="0 $LEG_SECTORS mirror userspace $(($# - 1)) $logargs"
 	table="$table 2 /dev/mapper/cl-leg0 0 /dev/mapper/cl-leg1 0 1 handle_errors"
 	echo "# table: $table"
 	t0=$(now)
-	timeout "${1:-600}" dmsetup create $NAME -u "$UUID" --table "$table"
-	check "mirror created (joined the log's group in $(($(now) - t0)) s)" [ $? = 0 ]
+	timeout "$1" dmsetup create $NAME -u "$UUID" --table "$table"
+	rc=$?
+	check "mirror created (joined the log's group in $(($(now) - t0)) s)" [ $rc = 0 ]
 	echo "STATUS $(status)"
-	grep -E "joining|holds|received|starting|left|merged|lost" $SERVER_LOG | sed 's/^/# server: /'
+	grep -E "joining|holds|received|starting|left|merged|lost|error|warning" $SERVER_LOG |
+		sed 's/^/# server: /'
 }
 
 # sync TIMEOUT: wait until every region is in sync; print the status.
@@ -321,16 +329,18 @@ cmd_reconnect() {
 
 # suspend TIMEOUT / resume TIMEOUT: the mirror, with a time limit.
 cmd_suspend() {
-	local t0
+	local t0 rc
 	t0=$(now)
 	timeout "$1" dmsetup suspend $NAME
-	check "dmsetup suspend completed (in $(($(now) - t0)) s)" [ $? = 0 ]
+	rc=$?
+	check "dmsetup suspend completed (in $(($(now) - t0)) s)" [ $rc = 0 ]
 }
 cmd_resume() {
-	local t0
+	local t0 rc
 	t0=$(now)
 	timeout "$1" dmsetup resume $NAME
-	check "dmsetup resume completed (in $(($(now) - t0)) s)" [ $? = 0 ]
+	rc=$?
+	check "dmsetup resume completed (in $(($(now) - t0)) s)" [ $rc = 0 ]
 }
 
 # survive TIMEOUT: another node was killed: wait until our server drops it,

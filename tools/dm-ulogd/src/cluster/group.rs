@@ -1345,7 +1345,7 @@ impl Group {
         if winner {
             self.apply_decision(id, &decision, &offers, fx);
         } else if decision.history.is_none() && id.decider == self.me {
-            self.start_fresh(id, &decision, fx);
+            self.start_fresh(id, &decision, &offers, fx);
         } else {
             if let Phase::Joined(s) = &self.phase {
                 fx.push(Effect::Warning(format!(
@@ -1445,7 +1445,13 @@ impl Group {
     /// through a time without quorum), the table's `sync`/`nosync` no
     /// longer describes the legs: a core log starts all out of sync, a disk
     /// log from its device's bitmap.
-    fn start_fresh(&mut self, id: RoundId, decision: &Decision, fx: &mut Vec<Effect>) {
+    fn start_fresh(
+        &mut self,
+        id: RoundId,
+        decision: &Decision,
+        offers: &BTreeMap<MemberId, Offer>,
+        fx: &mut Vec<Effect>,
+    ) {
         let mut config = self.config.clone();
         if decision.lost {
             config.sync = SyncMode::Default;
@@ -1500,6 +1506,25 @@ impl Group {
             }
             "the table".to_string()
         };
+        // Copies kept without quorum are not trusted, but their members'
+        // kernels still have their marks: marked, and out of sync with
+        // what they recovered while apart.
+        for (&m, offer) in offers {
+            let Some(claim) = &offer.claim else {
+                continue;
+            };
+            let count = log.region_count();
+            let marks: Vec<u64> = claim.marks.iter().copied().filter(|&r| r < count).collect();
+            let _ = log.mark(m, &marks);
+            log.set_out_of_sync(
+                claim
+                    .marks
+                    .iter()
+                    .chain(&claim.apart)
+                    .copied()
+                    .filter(|&r| r < count),
+            );
+        }
         self.counters.fresh_starts += 1;
         let shared = Shared::fresh(log, self.me, &self.rounds.view, id);
         fx.push(Effect::Notice(format!(

@@ -769,9 +769,13 @@ fn a_copy_kept_without_quorum_is_not_trusted_once_the_quorate_copies_are_gone() 
         Node::new(3, 300, &bus),
     );
     started(&bus, &mut [&mut a, &mut b, &mut c], NOSYNC);
+    // a's kernel writes region 7 through all that follows.
+    mark_and_flush(&bus, &mut [&mut a, &mut b, &mut c], 0, &[7]);
     bus.borrow_mut().partition(&[&[1], &[2, 3]]);
     settle(&bus, &mut [&mut a, &mut b, &mut c]);
     // The quorate side writes region 5; a, cut off, never hears of it.
+    assert_eq!(b.ask(T::InSync, &[1]), Err(libc::ESRCH), "a's region 7");
+    b.ask(T::Resume, &[]).unwrap();
     mark_and_flush(&bus, &mut [&mut b, &mut c], 0, &[5]);
     assert!(a.shared().unwrap().log().in_sync(5).unwrap());
     // Both die before the partition heals; they boot with nothing.
@@ -800,4 +804,7 @@ fn a_copy_kept_without_quorum_is_not_trusted_once_the_quorate_copies_are_gone() 
         assert_eq!(flag(n, T::InSync, 5), 0, "{}: region 5 resyncs", n.me);
         assert_eq!(sync_count(n), 0);
     }
+    // Its copy is not trusted, but a's kernel still has region 7 marked:
+    // the new state has it so (no recovery under a's writes).
+    assert!(b.shared().unwrap().log().marked_by(a.me, 7));
 }

@@ -27,6 +27,8 @@ void dmlu_init_completion(struct completion *x);
 void dmlu_reinit_completion(struct completion *x);
 unsigned long dmlu_spin_lock_irqsave(spinlock_t *lock);
 void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+bool dmlu_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
+void dmlu_spin_assert_is_held(spinlock_t *lock);
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size);
 void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp);
 struct workqueue_struct *dmlu_alloc_reclaim_workqueue(const char *name);

@@ -60,6 +60,16 @@ void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
 	spin_unlock_irqrestore(lock, flags);
 }
 
+bool dmlu_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	return spin_trylock_irqsave(lock, *flags);
+}
+
+void dmlu_spin_assert_is_held(spinlock_t *lock)
+{
+	lockdep_assert_held(lock);
+}
+
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size)
 {
 	return mempool_init_kmalloc_pool(pool, min_nr, size);
@@ -71,11 +81,12 @@ void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp)
 }
 
 /*
- * Linux 7.3 wants every workqueue to say WQ_PERCPU or WQ_UNBOUND (and warns
- * otherwise); 6.12 has no WQ_PERCPU, per-cpu being its default. The C module
- * asks for a per-cpu one too.
+ * Newer kernels want every workqueue to say WQ_PERCPU or WQ_UNBOUND (and
+ * warn otherwise); older ones have no WQ_PERCPU, per-cpu being their
+ * default. Kbuild defines DMLU_WQ_PERCPU when the kernel has it (an enum,
+ * invisible to #ifdef). The C module asks for a per-cpu one too.
  */
-#ifdef DMLU_KERNEL_7_3
+#ifdef DMLU_WQ_PERCPU
 #define DMLU_WQ_FLAGS (WQ_MEM_RECLAIM | WQ_PERCPU)
 #else
 #define DMLU_WQ_FLAGS WQ_MEM_RECLAIM

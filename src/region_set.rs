@@ -74,8 +74,7 @@ impl<S: DerefMut<Target = [u64]>> RegionSet<S> {
     }
 
     /// Whether the set is empty.
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.summary.iter().all(|&s| s == 0)
     }
 

@@ -57,4 +57,20 @@ unsafe impl Backend for SpinLockIrqBackend {
         // returned.
         unsafe { bindings::dmlu_spin_unlock_irqrestore(ptr, *flags) }
     }
+
+    // Required by the `Backend` of newer kernels (see `compat.rs`).
+    #[cfg(dmlu_lock_try_lock)]
+    unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
+        let mut flags = 0;
+        // SAFETY: The safety requirements of this function ensure that `ptr`
+        // points to a valid, initialised `spinlock_t`; `flags` is ours.
+        unsafe { bindings::dmlu_spin_trylock_irqsave(ptr, &mut flags) }.then_some(flags)
+    }
+
+    #[cfg(dmlu_lock_assert_is_held)]
+    unsafe fn assert_is_held(ptr: *mut Self::State) {
+        // SAFETY: The safety requirements of this function ensure that `ptr`
+        // points to a valid, initialised `spinlock_t`.
+        unsafe { bindings::dmlu_spin_assert_is_held(ptr) }
+    }
 }

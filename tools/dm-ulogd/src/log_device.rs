@@ -92,7 +92,7 @@ impl LogDevice {
         };
         let is_block = meta.file_type().is_block_device();
         let rdev = meta.rdev();
-        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
         let (block_size, size) = if is_block {
             let bs = rustix::fs::ioctl_blksszget(&file).map_err(|e| {
                 let e = io::Error::from(e);
@@ -301,7 +301,7 @@ fn open_number(
     minor: u32,
     scratch: &Path,
 ) -> Result<(File, std::fs::Metadata), DeviceError> {
-    let want = libc::makedev(major, minor);
+    let want = rustix::fs::makedev(major, minor);
     let matches = |m: &std::fs::Metadata| m.file_type().is_block_device() && m.rdev() == want;
     let by_udev = PathBuf::from(format!("/dev/block/{major}:{minor}"));
     if std::fs::metadata(&by_udev).is_ok_and(|m| matches(&m)) {

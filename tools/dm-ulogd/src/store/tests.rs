@@ -903,7 +903,7 @@ fn disk_log_on_a_loop_device() {
     };
     let meta = std::fs::metadata(loopdev.path()).unwrap();
     let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
-    let name = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+    let name = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
     let state = tmp.path().join("state");
     let mut h = Harness::persistent(&state);
     for (luid, spec) in [(1, name.clone()), (2, loopdev.path().display().to_string())] {

@@ -70,6 +70,7 @@ done
 for sr in "${stock_series[@]}"; do
 	stage "Debian's stock $sr: headers, module, kselftests in QEMU"
 	"$TOP/scripts/guest.sh" --flavour stock --series "$sr" --tests "${DMLU_TESTS:-$all_but_stress}" \
+		--env DMLU_REQUIRE_C_MODULE=1 \
 		|| failed+=("stock-$sr")
 done
 [ ${#failed[@]} -eq 0 ] || die "kselftests failed on: ${failed[*]} (logs in out/<series>-<flavour>/)"

@@ -47,7 +47,7 @@ if [ "$flavour" = stock ]; then
 	# kernel's toolchain, against its headers (scripts/stock-kernel.sh).
 	ko=$("$TOP/scripts/stock-kernel.sh" module "$series" "$out/module")
 else
-	ko=$("$TOP/scripts/build-module.sh" "$kbuild" "$out/module")
+	ko=$("$TOP/scripts/build-module.sh" "$kbuild" "$out/module" DMLU_KUNIT=1)
 fi
 tools=$("$TOP/scripts/build-tools.sh")
 

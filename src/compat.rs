@@ -20,7 +20,7 @@
 //! | [`is_enobufs`] | `errno_enobufs` | `kernel::error::code` | from `bindings` |
 //! | [`cstr_bytes`] | `core_cstr` | `CStr` is `core::ffi::CStr`: `to_bytes` | `kernel::str::CStr::as_bytes` |
 //! | `kernel::fmt::Display` for our types | `kernel_fmt` | implemented here | (`core::fmt::Display` is enough) |
-//! | KUnit suites, `kunit.rs` | `kunit_tests` | built (they need `CONFIG_KUNIT=y`) | not built |
+//! | KUnit suites, `kunit.rs` (test builds, `DMLU_KUNIT=1`) | `kunit_tests` | built (they need `CONFIG_KUNIT=y`) | not built |
 //! | workqueue flags (`helpers.c`) | `wq_percpu` | `WQ_MEM_RECLAIM \| WQ_PERCPU` | `WQ_MEM_RECLAIM` |
 //!
 //! Ours on every kernel, as the kernel's counterparts lack what the log needs:
@@ -47,7 +47,7 @@ use kernel::{prelude::*, types::Opaque};
 #[path = "spinlock_irq.rs"]
 pub(crate) mod spinlock_irq;
 
-#[cfg(dmlu_kunit_tests)]
+#[cfg(all(dmlu_kunit, dmlu_kunit_tests))]
 #[path = "kunit.rs"]
 mod kunit;
 

@@ -201,6 +201,18 @@ stop_test_server() {
 	TS_PID=""
 }
 
+# eventually SECONDS command [args...]: wait, by the clock, until the
+# command succeeds; fails after SECONDS. Tests wait on conditions, never on
+# a sleep sized for a fast machine.
+eventually() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.2
+	done
+}
+
 wait_for_file() {
 	local i
 	for i in $(seq "$(($2 * 10))"); do

@@ -157,7 +157,7 @@ check "a refused GET_SYNC_COUNT shows the last count (32/32), not 0, logged" las
 scenario FLUSH:late=2000:1 MARK_REGION:error=22:1:1
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=2048 oflag=direct status=none &
 first=$!
-sleep 0.5
+wait_trace "$LUID" FLUSH 30 >/dev/null # at the server, held 2 s
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 oflag=direct status=none
 wait "$first"
 check "a refused group of 4 marks is sent again one region per request" \
@@ -169,9 +169,11 @@ scenario 'CLEAR_REGION@2:error=22:1'
 group=""
 for try in 1 2 3 4 5 6 7 8; do
 	dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 seek=$((try % 4 + 2)) oflag=direct status=none
-	sleep 1
-	group=$(trace_of "$LUID" | grep " type=CLEAR_REGION .* fault=" | head -n1)
-	[ -n "$group" ] && break
+	refused_clears() {
+		group=$(trace_of "$LUID" | grep " type=CLEAR_REGION .* fault=" | head -n1)
+		[ -n "$group" ]
+	}
+	eventually 3 refused_clears && break
 done
 singles_after() {
 	local at r
@@ -216,9 +218,8 @@ FEATURES=0 scenario FLUSH:error=5:1:1
 ev0=$(events)
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=128 oflag=direct status=none
 wait_trace "$LUID" CLEAR_REGION 10 >/dev/null
-sleep 4.5
 lazy_failed() { [ "$(events)" -gt "$ev0" ] && log_has "lazy flush failed"; }
-check "a failed lazy FLUSH raises a table event too, logged" lazy_failed
+check "a failed lazy FLUSH raises a table event too, logged" eventually 15 lazy_failed
 
 # With integrated_flush the marks ride in the FLUSH: a refused one fails the
 # flush, with no one-region-at-a-time fallback (as in the C module); the
@@ -226,17 +227,17 @@ check "a failed lazy FLUSH raises a table event too, logged" lazy_failed
 KEYWORD=integrated_flush FEATURES=0 scenario FLUSH:error=22:1
 flushes_with() { trace_of "$LUID" | grep " type=FLUSH " | grep -cE "regions=([0-9]+,)*$1(,| |\$)"; }
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=768 oflag=direct status=none # region 6
-sleep 1
 # No fallback: the request after the refused FLUSH is not a FLUSH again.
 not_resent() {
 	trace_of "$LUID" | awk 'refused && !next_seen { bad = $4 == "type=FLUSH"; next_seen = 1 }
 		/ type=FLUSH .* fault=/ { refused = 1 }
 		END { exit !next_seen || bad }' && log_has "flush failed"
 }
-check "integrated_flush: a refused FLUSH fails the flush, not resent one region at a time, logged" not_resent
+check "integrated_flush: a refused FLUSH fails the flush, not resent one region at a time, logged" \
+	eventually 15 not_resent
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1280 oflag=direct status=none
-sleep 1
-check "... and its mark rides again with the next flush" test "$(flushes_with 6)" -ge 2
+rides_again() { [ "$(flushes_with 6)" -ge 2 ]; }
+check "... and its mark rides again with the next flush" eventually 15 rides_again
 dump_traces_if_failed "$LUID"
 
 scenario STATUS_INFO:error=5:1
@@ -255,7 +256,7 @@ start_test_server --user 65534
 ( dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-unpriv clustered-core 1024 nosync")" \
 	&& touch "$WORK/created" ) &
 creator=$!
-sleep 3
+eventually 30 log_has "without CAP_SYS_ADMIN"
 unpriv_ignored() { log_has "without CAP_SYS_ADMIN" && [ ! -e "$WORK/created" ]; }
 check "replies from a process without CAP_SYS_ADMIN are ignored" unpriv_ignored
 unpriv=$TS_PID

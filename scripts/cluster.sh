@@ -6,13 +6,16 @@
 # recipe of /work/shared/reference/cluster.md). Every node loads the same
 # mirror with a userspace log; the host drives the scenario phase by phase
 # (scripts/guest/cluster-node.sh runs each command in the guest) and checks
-# what each phase must show. Without --nodes, two suites run in turn:
+# what each phase must show. Without --nodes, four suites run in turn:
 #
 #   two     2 nodes, clustered-core, corosync two_node (--nodes 2):
 #     base        membership; the servers; the mirror on both, in sync, same
 #                 status; each node reads what the other wrote (O_DIRECT)
 #     concurrent  both write the same regions, distinct blocks: every block
 #                 reads back, the legs are identical
+#     journal     all write their own part at once with mirror-check: both
+#                 legs hold every node's last acknowledged writes, and the
+#                 legs are identical
 #     figures     4 KiB random writes (fio, O_DIRECT, iodepth 1): IOPS per
 #                 node alone and both at once, group messages per write
 #     kill        node 2 is killed (its QEMU) while both write: node 1 drops
@@ -34,9 +37,19 @@
 #                 device has dirty (checked against the device, read from
 #                 the host), and the legs end identical
 #
+#   cmirrord  2 nodes, LVM2's cmirrord on both, our module on both
+#             (--servers cmirrord,cmirrord): base, concurrent, journal
+#   mixed     the same with our module on node 1 and the in-tree C module
+#             on node 2 (--modules ours,c; a kernel that builds it:
+#             CONFIG_DM_LOG_USERSPACE=m, the perf kernel)
+#
 # Each node's log server and kernel module are parameters: --servers
-# dm-ulogd|cmirrord,... and --modules ours|c,... (one per node; cmirrord
-# needs --cmirrord PATH, a cmirrord binary for this host's libraries).
+# dm-ulogd|cmirrord,... and --modules ours|c,... (one per node). cmirrord
+# is scripts/cmirrord.sh's build (or --cmirrord DIR, holding cmirrord and
+# the libdevmapper.so.1.02 it links). A passive listener on every node
+# traces the requests its kernel sends: their counts, per node and type,
+# end each suite. --fault bypass makes the last node's journal writes go to
+# leg 0 alone, to show the journal and legs checks fail.
 #
 # It fails on any "not ok", a node that did not finish, a kernel splat, or
 # the wall-clock limit; QEMU is never left running. Output in out/cluster
@@ -48,29 +61,33 @@
 # some corosync rounds take about 40 ms more); three over a multicast
 # group on the host's loopback (--link mcast).
 #
-# Usage: scripts/cluster.sh [--nodes 2|3] [--phases p1,p2] [--log core|disk]
+# Usage: scripts/cluster.sh [--suite two|three|cmirrord|mixed]
+#                           [--nodes 2|3] [--phases p1,p2] [--log core|disk]
 #                           [--servers s1,s2,...] [--modules m1,m2,...]
-#                           [--cmirrord PATH] [--link udp|tcp|mcast]
+#                           [--cmirrord DIR] [--fault bypass]
+#                           [--link udp|tcp|mcast]
 #                           [--flavour perf|debug] [--timeout SECS]
 #                           [--mem MB] [--out DIR]
 . "$(dirname "$0")/lib.sh"
 
 flavour=perf limit=7200 mem=448 out="" nodes="" phases="" link="" logtype=""
-servers="" modules="" cmirrord=""
+servers="" modules="" cmirrord="" fault="" suite=""
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--suite) suite=$2; shift ;;
 	--nodes) nodes=$2; shift ;;
 	--phases) phases=$2; shift ;;
 	--log) logtype=$2; shift ;;
 	--servers) servers=$2; shift ;;
 	--modules) modules=$2; shift ;;
 	--cmirrord) cmirrord=$2; shift ;;
+	--fault) fault=$2; shift ;;
 	--link) link=$2; shift ;;
 	--flavour) flavour=$2; shift ;;
 	--timeout) limit=$2; shift ;;
 	--mem) mem=$2; shift ;;
 	--out) out=$2; shift ;;
-	-h|--help) sed -n '3,57p' "$0"; exit 0 ;;
+	-h|--help) sed -n '3,76p' "$0"; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 	shift
@@ -79,18 +96,32 @@ out=${out:-$TOP/out/cluster}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-# No --nodes: both suites, each in its own directory, one verdict.
+case $suite in
+"") ;;
+two) nodes=2 ;;
+three) nodes=3 ;;
+cmirrord) nodes=2 servers=${servers:-cmirrord,cmirrord} phases=${phases:-base,concurrent,journal} ;;
+mixed) nodes=2 servers=${servers:-cmirrord,cmirrord} modules=${modules:-ours,c}
+	phases=${phases:-base,concurrent,journal} ;;
+*) die "--suite is two, three, cmirrord or mixed" ;;
+esac
+case $fault in "" | bypass) ;; *) die "--fault is bypass" ;; esac
+
+# No --suite or --nodes: every suite, each in its own directory, one verdict.
 if [ -z "$nodes" ]; then
 	start=$(date +%s) rc=0
 	args=(--flavour "$flavour" --timeout "$limit" --mem "$mem")
-	"$0" "${args[@]}" --nodes 2 --out "$out/two" || rc=1
-	"$0" "${args[@]}" --nodes 3 --out "$out/three" || rc=1
-	log "both suites ran in $(($(date +%s) - start)) s: $([ $rc = 0 ] && echo PASS || echo FAIL)"
+	for s in two three cmirrord mixed; do
+		t0=$(date +%s)
+		"$0" "${args[@]}" --suite $s --out "$out/$s" || rc=1
+		log "suite $s: $(($(date +%s) - t0)) s"
+	done
+	log "every suite ran in $(($(date +%s) - start)) s: $([ $rc = 0 ] && echo PASS || echo FAIL)"
 	exit $rc
 fi
 
 case $nodes in
-2) phases=${phases:-base,concurrent,figures,kill} link=${link:-udp} logtype=${logtype:-core} ;;
+2) phases=${phases:-base,concurrent,journal,figures,kill} link=${link:-udp} logtype=${logtype:-core} ;;
 3) phases=${phases:-base,partition,suspend,rejoin,powercut} link=${link:-mcast} logtype=${logtype:-disk} ;;
 *) die "--nodes is 2 or 3" ;;
 esac
@@ -104,7 +135,9 @@ IFS=, read -r -a module_of <<<"$modules"
 for s in "${server_of[@]}"; do
 	case $s in
 	dm-ulogd) ;;
-	cmirrord) [ -x "$cmirrord" ] || die "cmirrord servers need --cmirrord PATH" ;;
+	cmirrord) cmirrord=${cmirrord:-$("$TOP/scripts/cmirrord.sh")} ||
+		die "scripts/cmirrord.sh failed"
+		[ -x "$cmirrord/cmirrord" ] || die "no cmirrord in $cmirrord (--cmirrord DIR)" ;;
 	*) die "unknown server $s" ;;
 	esac
 done
@@ -129,6 +162,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 	--bin dm-ulogd --target-dir "$TOP/out/cluster-target" >&2) ||
 	die "cargo build of dm-ulogd --features cluster failed"
 ulogd="$TOP/out/cluster-target/release/dm-ulogd"
+# Static: the request listener and mirror-check.
+tools=$("$TOP/scripts/build-tools.sh")
 
 root="$out/rootfs"
 rm -rf "$root"
@@ -158,7 +193,13 @@ for t in corosync-quorumtool corosync-cfgtool corosync-cmapctl corosync-cpgtool;
 	add_program "/usr/sbin/$t" "/usr/sbin/$t"
 done
 add_program "$ulogd" /usr/sbin/dm-ulogd
-[ -z "$cmirrord" ] || add_program "$cmirrord" /usr/sbin/cmirrord
+add_program "$tools/ulog-test-server" /usr/bin/ulog-test-server
+add_program "$tools/mirror-check" /usr/bin/mirror-check
+if [ -n "$cmirrord" ]; then
+	# The libdevmapper cmirrord was built with (dmsetup takes it too).
+	install -D -m 755 "$cmirrord/libdevmapper.so.1.02" "$root/lib/x86_64-linux-gnu/libdevmapper.so.1.02"
+	add_program "$cmirrord/cmirrord" /usr/sbin/cmirrord
+fi
 install -m 644 "$ko" "$root/lib/modules/dmlu/rust/dm-log-userspace.ko"
 [ ! -f "$c_ko" ] || install -m 644 "$c_ko" "$root/lib/modules/dmlu/c/dm-log-userspace.ko"
 install -m 755 "$TOP/scripts/guest/cluster-node.sh" "$root/init"
@@ -236,7 +277,7 @@ boot() {
 	: >"$d/out.log"
 	qemu-system-x86_64 -accel tcg -nodefaults -no-reboot -display none -smp 1 -m "$mem" \
 		-kernel "$kbuild/arch/x86/boot/bzImage" -initrd "$cpio" \
-		-append "console=ttyS0 panic=-1 loglevel=7 dmlu.node=$node dmlu.boot=$b dmlu.server=${server_of[$i]} dmlu.module=${module_of[$i]} dmlu.log=$logtype" \
+		-append "console=ttyS0 panic=-1 loglevel=7 dmlu.node=$node dmlu.boot=$b dmlu.server=${server_of[$i]} dmlu.module=${module_of[$i]} dmlu.log=$logtype$([ -n "$fault" ] && [ "$node" = "$nodes" ] && echo " dmlu.fault=$fault")" \
 		-serial "file:$d/console.log" -serial "file:$d/out.log" -serial "pipe:$d/cmd" \
 		-drive "file=$img,format=raw,if=virtio,cache=none,file.locking=off" \
 		-netdev "$net" \
@@ -397,6 +438,15 @@ if phase_on concurrent; then
 	legs_agree "after concurrent writes"
 fi
 
+if phase_on journal; then
+	phase "journal: every node writes its own part at once (mirror-check)"
+	# shellcheck disable=SC2046 # one argument per boot
+	on 1800 $(all_boots) -- jwrite 128
+	# shellcheck disable=SC2046
+	on 600 $(all_boots) -- jverify
+	legs_agree "after every node wrote its part"
+fi
+
 if phase_on figures; then
 	phase "figures: 4 KiB random writes, one node alone, then both at once"
 	on 300 n1 -- linear 10
@@ -533,6 +583,9 @@ if phase_on powercut; then
 fi
 
 phase "finish"
+# shellcheck disable=SC2046
+on 120 $(all_boots) -- requests
+for b in $(all_boots); do log "requests of $b: $(last "$b" REQUESTS)"; done
 for b in $(all_boots); do send "$b" finish; done
 for b in $(all_boots); do
 	wait_for "$b" '^DMLU-GUEST-DONE' 300

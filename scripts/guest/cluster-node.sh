@@ -11,6 +11,9 @@
 #                       in-tree C module)
 #   dmlu.log=L          the mirror's log: core (clustered-core) or disk
 #                       (clustered-disk on a dm-linear of the shared disk)
+#   dmlu.fault=F        a fault, to show the checks fail: bypass (this
+#                       node's journal writes go to leg 0 alone, neither
+#                       marked nor mirrored)
 #
 # Every node shares one virtio disk, /dev/vda:
 #
@@ -47,12 +50,15 @@ BOOT=$(arg boot)
 SERVER=$(arg server)
 MODULE=$(arg module)
 LOGTYPE=$(arg log)
+FAULT=$(arg fault)
 LEG_SECTORS=131072          # 64 MiB per leg
 REGION=1024                 # sectors: 512 KiB regions, 128 of them
 REGIONS=$((LEG_SECTORS / REGION))
 NAME=cm
 UUID=DMLU-cluster-mirror-0001
 SERVER_LOG=/tmp/server.log
+TRACE=/tmp/requests.trace     # every request the kernel sent (a listener)
+PART_MB=10                    # each node's part for mirror-check
 COROSYNC_LOG=/tmp/corosync.log
 
 n=0
@@ -118,6 +124,8 @@ cmd_server() {
 		check "dm-ulogd --cluster serving" dm-ulogd stats
 		;;
 	cmirrord)
+		# It logs to syslog.
+		syslogd -n -O /tmp/syslog >/dev/null 2>&1 &
 		cmirrord -f >$SERVER_LOG 2>&1 &
 		echo $! >/tmp/server.pid
 		sleep 2
@@ -369,8 +377,59 @@ cmd_clean() {
 	echo "CLEAN $c"
 }
 
+# Node N's part of the mirror for mirror-check: PART_MB from 32 MiB +
+# PART_MB * (N - 1), written by no other node and no earlier phase.
+part_start() { echo $(((32 + PART_MB * (NODE - 1)) * 2048)); }
+
+# jwrite WRITES: mirror-check writes this node's part through the mirror
+# (all nodes at once), and journals the last acknowledged write of every
+# block.
+cmd_jwrite() {
+	local dev=/dev/mapper/$NAME what="the mirror" rc
+	if [ "$FAULT" = bypass ]; then
+		dev=/dev/mapper/cl-leg0 what="leg 0 alone (fault: bypass)"
+	fi
+	dmsetup create cl-part --table "0 $((PART_MB * 2048)) linear $dev $(part_start)" ||
+		{ not_ok "dm-linear over this node's part"; return 1; }
+	mirror-check write /dev/mapper/cl-part --journal /tmp/journal --seed "$NODE" \
+		--writes "$1" >/tmp/jwrite.out 2>&1
+	rc=$?
+	dmsetup remove cl-part
+	sed 's/^/# mirror-check: /' /tmp/jwrite.out
+	grep -q '^errors=0$' /tmp/jwrite.out || rc=1
+	check "mirror-check: $1 writes of $PART_MB MiB at $(($(part_start) / 2048)) MiB through $what" \
+		[ $rc = 0 ]
+}
+
+# jverify: both legs hold, in this node's part, the last write the mirror
+# acknowledged for every block (zeros where none).
+cmd_jverify() {
+	local rc
+	dmsetup create cl-part0 --table "0 $((PART_MB * 2048)) linear /dev/mapper/cl-leg0 $(part_start)" &&
+		dmsetup create cl-part1 --table "0 $((PART_MB * 2048)) linear /dev/mapper/cl-leg1 $(part_start)" ||
+		{ not_ok "dm-linears over this node's part of the legs"; return 1; }
+	mirror-check verify --journal /tmp/journal /dev/mapper/cl-part0 /dev/mapper/cl-part1 \
+		>/tmp/jverify.out 2>&1
+	rc=$?
+	dmsetup remove cl-part1; dmsetup remove cl-part0
+	sed 's/^/# mirror-check: /' /tmp/jverify.out
+	check "mirror-check: both legs hold this node's acknowledged writes" [ $rc = 0 ]
+}
+
+# requests: what the kernel sent this node's log server so far, as a
+# passive listener traced it: in all and per type.
+cmd_requests() {
+	local total types
+	total=$(wc -l <$TRACE 2>/dev/null || echo 0)
+	types=$(sed -n 's/.* type=\([A-Z_]*\) .*/\1/p' $TRACE 2>/dev/null | sort | uniq -c |
+		awk '{printf " %s=%s", $2, $1}')
+	echo "REQUESTS node=$NODE module=$MODULE server=$SERVER total=$total$types"
+	check "the kernel sent $SERVER $total requests (traced)" [ "$total" -gt 0 ]
+}
+
 cmd_dump() {
 	echo "# --- server log"; sed 's/^/# /' $SERVER_LOG
+	[ -f /tmp/syslog ] && { echo "# --- syslog (tail)"; tail -n 40 /tmp/syslog | sed 's/^/# /'; }
 	echo "# --- corosync log (tail)"; tail -n 30 $COROSYNC_LOG | sed 's/^/# /'
 	echo "# --- status: $(status)"
 	[ "$SERVER" = dm-ulogd ] && dm-ulogd stats 2>&1 | sed 's/^/# stats: /'
@@ -387,6 +446,7 @@ cmd_finish() {
 	fi
 	cmd_dump
 	kill "$(cat /tmp/corosync.pid)" 2>/dev/null
+	kill "$(cat /tmp/listener.pid)" 2>/dev/null
 	rmmod dm_log_userspace
 	echo "1..$n"
 }
@@ -397,11 +457,17 @@ ip link set lo up
 ip addr add "10.99.0.$NODE/24" dev eth0
 ip link set eth0 up
 mkdir -p /var/lib/corosync /var/log/corosync /run/corosync
-echo "DMLU-CLUSTER-START node=$NODE boot=$BOOT server=$SERVER module=$MODULE log=$LOGTYPE kernel=$(uname -r) cpus=$(nproc)"
+echo "DMLU-CLUSTER-START node=$NODE boot=$BOOT server=$SERVER module=$MODULE log=$LOGTYPE${FAULT:+ fault=$FAULT} kernel=$(uname -r) cpus=$(nproc)"
 case $MODULE in
 c) check "the in-tree C module loaded" insmod /lib/modules/dmlu/c/dm-log-userspace.ko ;;
 *) check "our module loaded" insmod /lib/modules/dmlu/rust/dm-log-userspace.ko ;;
 esac
+# A passive listener traces every request the kernel sends (the server
+# answers them): the request counts per node.
+ulog-test-server --listen-only --trace $TRACE --ready /tmp/listener.ready 2>/tmp/listener.err &
+echo $! >/tmp/listener.pid
+for _ in $(seq 50); do [ -f /tmp/listener.ready ] && break; sleep 0.1; done
+check "request listener ready" [ -f /tmp/listener.ready ]
 corosync -f >$COROSYNC_LOG 2>&1 &
 echo $! >/tmp/corosync.pid
 sleep 1

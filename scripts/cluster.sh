@@ -315,7 +315,9 @@ wait_for() {
 	while ! lines "$b" | grep -E "$pat" >/dev/null; do
 		show_new
 		over && die "wall-clock limit of ${limit}s reached"
-		alive "$b" || die "$b: QEMU exited (see $out/$b/console.log)"
+		# (It may have printed the line and powered off since the grep.)
+		alive "$b" || lines "$b" | grep -E "$pat" >/dev/null ||
+			die "$b: QEMU exited (see $out/$b/console.log)"
 		[ "$(date +%s)" -lt "$t" ] || die "$b: no '$pat' after $3 s"
 		sleep 1
 	done

@@ -150,7 +150,8 @@ if [ "$mode" = check ]; then
 	missing=() skipped=()
 	while read -r t; do
 		[ -n "$t" ] || continue
-		line=$(grep -a -E "^(not )?ok [0-9]+ selftests: dm-log-userspace: $t( |\$)" "$ktap" | tail -n1)
+		# The serial console ends lines with CR LF.
+		line=$(tr -d '\r' <"$ktap" | grep -a -E "^(not )?ok [0-9]+ selftests: dm-log-userspace: $t( |\$)" | tail -n1 || true)
 		if [ -z "$line" ]; then
 			missing+=("$t")
 		elif [[ "$line" == *"# SKIP"* ]]; then

@@ -273,11 +273,14 @@ boot() {
 	esac
 	rm -rf "$d"
 	mkdir -p "$d"
+	# clocksource=hpet: under TCG on a loaded host the TSC can calibrate
+	# ten times too slow (PIT against HPET); the guest's clock then runs
+	# ten times too fast and corosync's token times out.
 	mkfifo "$d/cmd.in" "$d/cmd.out"
 	: >"$d/out.log"
 	qemu-system-x86_64 -accel tcg -nodefaults -no-reboot -display none -smp 1 -m "$mem" \
 		-kernel "$kbuild/arch/x86/boot/bzImage" -initrd "$cpio" \
-		-append "console=ttyS0 panic=-1 loglevel=7 dmlu.node=$node dmlu.boot=$b dmlu.server=${server_of[$i]} dmlu.module=${module_of[$i]} dmlu.log=$logtype$([ -n "$fault" ] && [ "$node" = "$nodes" ] && echo " dmlu.fault=$fault")" \
+		-append "console=ttyS0 panic=-1 loglevel=7 clocksource=hpet dmlu.node=$node dmlu.boot=$b dmlu.server=${server_of[$i]} dmlu.module=${module_of[$i]} dmlu.log=$logtype$([ -n "$fault" ] && [ "$node" = "$nodes" ] && echo " dmlu.fault=$fault")" \
 		-serial "file:$d/console.log" -serial "file:$d/out.log" -serial "pipe:$d/cmd" \
 		-drive "file=$img,format=raw,if=virtio,cache=none,file.locking=off" \
 		-netdev "$net" \

@@ -61,9 +61,10 @@ fuzz-compare:
 	scripts/deps.sh
 	scripts/fuzz-compare.sh
 
-# dm-ulogd --cluster on two QEMU guests sharing a disk, over corosync: join,
-# sync, cross reads, concurrent writes, a node killed and rejoining, and
-# IOPS per node (about 5 minutes under TCG; see scripts/cluster.sh).
+# Clustered mirrors on QEMU guests sharing a disk, over corosync: dm-ulogd
+# --cluster on two and three nodes (partitions, merges, power cuts), LVM2's
+# cmirrord on two nodes under our module, and a mixed pair (our module and
+# the in-tree C module, both on cmirrord). See scripts/cluster.sh.
 cluster-check:
 	scripts/cluster.sh
 
@@ -128,8 +129,8 @@ help:
 	@echo '                 out/bench/bench.md, .json, .png (DMLU_BENCH_QUICK=1: short run)'
 	@echo 'make fuzz-compare  our module and the C module under the same reply fuzzing:'
 	@echo '                 KASAN reports, failed writes, lost acknowledged writes'
-	@echo 'make cluster-check  dm-ulogd --cluster on two QEMU guests over corosync:'
-	@echo '                 a shared mirror, node killed and rejoining; out/cluster'
+	@echo 'make cluster-check  clustered mirrors on QEMU guests over corosync: dm-ulogd'
+	@echo '                 on 2 and 3 nodes, cmirrord pairs (ours, ours+C); out/cluster'
 	@echo 'make rust-headers  make a distribution kernel'"'"'s headers (KDIR) usable for'
 	@echo '                 Rust modules: rebuild and check the kernel crate'"'"'s metadata'
 	@echo 'make deb         the Debian packages (dpkg-buildpackage; on Debian 13+)'

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Command line parsing (hand-rolled, to keep the static binary small).
+//! Command line parsing (lexopt).
 
 use std::path::PathBuf;
 
@@ -94,13 +94,38 @@ pub enum Mode {
     Version,
 }
 
+/// A command line that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    /// An option this program does not have.
+    #[error("unknown option '{0}'")]
+    UnknownOption(String),
+    /// A word that is no option.
+    #[error("unexpected argument '{0}'")]
+    UnexpectedArgument(String),
+    /// An option without its value.
+    #[error("{option} needs {what}")]
+    MissingValue {
+        /// The option.
+        option: String,
+        /// What it needs.
+        what: &'static str,
+    },
+    /// A server option given to `stats`.
+    #[error("{0} is not an option of 'stats'")]
+    NotAStatsOption(&'static str),
+    /// A receive buffer size that is no size or too small.
+    #[error("--rcvbuf '{0}' is not a size of at least 65536 bytes")]
+    BadRcvbuf(String),
+    /// What lexopt itself refused.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Parses the arguments (without the program name).
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, String> {
-    let mut args = args.into_iter().peekable();
-    let stats = args.peek().is_some_and(|a| a == "stats");
-    if stats {
-        args.next();
-    }
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, CliError> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_iter(std::iter::once(String::new()).chain(args));
     let mut serve = ServeOptions {
         state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         syslog: false,
@@ -110,66 +135,67 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, String> {
         mlock: true,
         cluster: false,
     };
-    let (mut json, mut reset) = (false, false);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |what: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs {what}"))
-        };
-        let serve_only = |name: &str| {
-            if stats {
-                Err(format!("{name} is not an option of 'stats'"))
-            } else {
-                Ok(())
+    let (mut stats, mut json, mut reset, mut first) = (false, false, false, true);
+    let serve_only = |stats: bool, name: &'static str| {
+        if stats {
+            Err(CliError::NotAStatsOption(name))
+        } else {
+            Ok(())
+        }
+    };
+    while let Some(arg) = p.next().map_err(|e| CliError::Other(e.to_string()))? {
+        let is_first = std::mem::take(&mut first);
+        let name = arg_name(&arg);
+        match arg {
+            Value(v) if is_first && v == "stats" => stats = true,
+            Short('h') | Long("help") => return Ok(Mode::Help),
+            Short('V') | Long("version") => return Ok(Mode::Version),
+            Short('s') | Long("state-dir") => {
+                serve.state_dir = p
+                    .value()
+                    .map_err(|_| CliError::MissingValue {
+                        option: name,
+                        what: "a directory",
+                    })?
+                    .into()
             }
-        };
-        match name.as_str() {
-            "-h" | "--help" => return Ok(Mode::Help),
-            "-V" | "--version" => return Ok(Mode::Version),
-            "-s" | "--state-dir" => serve.state_dir = PathBuf::from(value("a directory")?),
-            "--json" if stats => json = true,
-            "--reset" if stats => reset = true,
-            "--syslog" => {
-                serve_only(&name)?;
+            Long("json") if stats => json = true,
+            Long("reset") if stats => reset = true,
+            Long("syslog") => {
+                serve_only(stats, "--syslog")?;
                 serve.syslog = true;
             }
-            "-t" | "--timestamps" => {
-                serve_only(&name)?;
+            Short('t') | Long("timestamps") => {
+                serve_only(stats, "--timestamps")?;
                 serve.timestamps = true;
             }
-            "-v" | "--verbose" => {
-                serve_only(&name)?;
+            Short('v') | Long("verbose") => {
+                serve_only(stats, "--verbose")?;
                 serve.verbose = true;
             }
-            "--no-mlock" => {
-                serve_only(&name)?;
+            Long("no-mlock") => {
+                serve_only(stats, "--no-mlock")?;
                 serve.mlock = false;
             }
-            "--cluster" => {
-                serve_only(&name)?;
+            Long("cluster") => {
+                serve_only(stats, "--cluster")?;
                 serve.cluster = true;
             }
-            "--rcvbuf" => {
-                serve_only(&name)?;
-                let v = value("a size in bytes")?;
+            Long("rcvbuf") => {
+                serve_only(stats, "--rcvbuf")?;
+                let v = p.value().map_err(|_| CliError::MissingValue {
+                    option: name,
+                    what: "a size in bytes",
+                })?;
+                let v = v.to_string_lossy();
                 serve.rcvbuf = v
                     .parse()
                     .ok()
                     .filter(|&n: &usize| n >= 65536)
-                    .ok_or_else(|| {
-                        format!("--rcvbuf '{v}' is not a size of at least 65536 bytes")
-                    })?;
+                    .ok_or_else(|| CliError::BadRcvbuf(v.into_owned()))?;
             }
-            _ if inline.is_some() || name.starts_with('-') => {
-                return Err(format!("unknown option '{name}'"))
-            }
-            _ => return Err(format!("unexpected argument '{arg}'")),
+            Value(v) => return Err(CliError::UnexpectedArgument(v.to_string_lossy().into())),
+            _ => return Err(CliError::UnknownOption(name)),
         }
     }
     if stats {
@@ -183,12 +209,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, String> {
     }
 }
 
+fn arg_name(arg: &lexopt::Arg<'_>) -> String {
+    match arg {
+        lexopt::Arg::Short(c) => format!("-{c}"),
+        lexopt::Arg::Long(l) => format!("--{l}"),
+        lexopt::Arg::Value(v) => v.to_string_lossy().into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Mode, String> {
-        parse(args.iter().map(|s| s.to_string()))
+        parse(args.iter().map(|s| s.to_string())).map_err(|e| e.to_string())
     }
 
     #[test]

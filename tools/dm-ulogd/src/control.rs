@@ -8,7 +8,7 @@
 //! taking the snapshot it answers with.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -94,6 +94,12 @@ impl ControlServer {
         let (stream, _) = self.listener.accept().ok()?;
         let command = read_command(&stream);
         Some((stream, command))
+    }
+}
+
+impl AsFd for ControlServer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
     }
 }
 

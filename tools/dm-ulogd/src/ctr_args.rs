@@ -87,14 +87,9 @@ pub struct LogConfig {
 }
 
 /// Why a constructor string was refused; its text is meant for the admin.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct CtrError(pub String);
-
-impl fmt::Display for CtrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, CtrError> {
     Err(CtrError(msg.into()))

@@ -15,16 +15,26 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::ctr_args::DeviceSpec;
+use crate::ctr_args::{DeviceSpec, SyncMode};
 use crate::disk_format::{self, DiskHeader, DiskImage};
-use crate::log::{CommitPlan, Log};
-use crate::sys;
+use crate::log_state::{CommitPlan, LogState};
 
 /// Runs of changed blocks closer than this are written as one I/O.
 const MERGE_GAP: usize = 16 * 1024;
 
+/// Which files may be log devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// Block devices under `/dev` only (the server): a regular file, or a
+    /// path that leads out of `/dev`, is refused.
+    BlockDevices,
+    /// Regular files too (tests and the benchmark).
+    AlsoFiles,
+}
+
 /// Why a log device could not be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct DeviceError {
     /// Positive errno for the reply.
     pub errno: i32,
@@ -70,16 +80,22 @@ impl LogDevice {
     /// Opens the log device of a log of `region_count` regions and checks
     /// that the image fits. `scratch` is where a device node may be made
     /// when `major:minor` has none under `/dev/block`.
-    pub fn open(spec: &DeviceSpec, region_count: u64, scratch: &Path) -> Result<Self, DeviceError> {
+    pub fn open(
+        spec: &DeviceSpec,
+        region_count: u64,
+        scratch: &Path,
+        policy: DevicePolicy,
+    ) -> Result<Self, DeviceError> {
         let (file, meta) = match spec {
             DeviceSpec::Number { major, minor } => open_number(*major, *minor, scratch)?,
-            DeviceSpec::Path(path) => open_path(path)?,
+            DeviceSpec::Path(path) => open_path(path, policy)?,
         };
         let is_block = meta.file_type().is_block_device();
         let rdev = meta.rdev();
-        let (major, minor) = sys::dev_numbers(rdev);
+        let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
         let (block_size, size) = if is_block {
-            let bs = sys::logical_block_size(&file).map_err(|e| {
+            let bs = rustix::fs::ioctl_blksszget(&file).map_err(|e| {
+                let e = io::Error::from(e);
                 dev_err(
                     errno_of(&e),
                     format!("cannot get the block size of log device {major}:{minor}: {e}"),
@@ -134,7 +150,7 @@ impl LogDevice {
     /// Puts `log`'s clean bitmap into the image, as if it had been read
     /// from the device (when uncommitted marks must not be lost to a
     /// re-read).
-    pub fn stage(&mut self, log: &Log) {
+    pub fn stage(&mut self, log: &LogState) {
         self.image
             .set_header(DiskHeader::current(self.region_count));
         self.image.store_all(log.clean_words());
@@ -147,7 +163,7 @@ impl LogDevice {
 
     /// Writes what `plan` says from `log`'s clean bitmap, then syncs if the
     /// plan needs it. On success the log's changes are marked committed.
-    pub fn commit(&mut self, log: &mut Log, plan: CommitPlan) -> io::Result<CommitStats> {
+    pub fn commit(&mut self, log: &mut LogState, plan: CommitPlan) -> io::Result<CommitStats> {
         let mut stats = CommitStats::default();
         // Never write a partial image over a header this device object has
         // not read or written itself.
@@ -196,6 +212,47 @@ impl LogDevice {
     }
 }
 
+/// What loading a log from its device found worth telling the admin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadNote {
+    /// No log state on the device: every region resyncs.
+    Blank,
+    /// The device describes another number of regions: the first of them
+    /// are kept, the rest resync.
+    Resized {
+        /// Regions on the device.
+        on_disk: u64,
+    },
+    /// Another on-disk version: the device is reinitialised, every region
+    /// resyncs.
+    OtherVersion(u32),
+}
+
+/// RESUME of a disk log from its device (dm-log `disk_resume`): reads the
+/// image and loads `log` from it. With `sync` or `nosync` the device's
+/// bitmap is ignored, as in dm-log (the read still tells whether the device
+/// works). The whole image is then due to be written back.
+pub fn load(
+    log: &mut LogState,
+    device: &mut LogDevice,
+    sync: SyncMode,
+) -> io::Result<Option<LoadNote>> {
+    let count = log.region_count();
+    let header = device.read()?;
+    let (trusted, note) = if sync != SyncMode::Default {
+        (0, None)
+    } else {
+        match header.trusted_regions() {
+            Ok(0) => (0, Some(LoadNote::Blank)),
+            Ok(n) if n != count => (n, Some(LoadNote::Resized { on_disk: n })),
+            Ok(n) => (n, None),
+            Err(v) => (0, Some(LoadNote::OtherVersion(v))),
+        }
+    };
+    log.resume_from_disk(trusted, device.bitmap());
+    Ok(note)
+}
+
 fn open_rw(path: &Path, direct: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true);
@@ -205,22 +262,33 @@ fn open_rw(path: &Path, direct: bool) -> io::Result<File> {
     o.open(path)
 }
 
-fn open_path(path: &Path) -> Result<(File, std::fs::Metadata), DeviceError> {
+fn open_path(path: &Path, policy: DevicePolicy) -> Result<(File, std::fs::Metadata), DeviceError> {
     let fail = |e: io::Error| {
         dev_err(
             errno_of(&e),
             format!("cannot open log device {}: {e}", path.display()),
         )
     };
-    let meta = std::fs::metadata(path).map_err(fail)?;
+    let real = std::fs::canonicalize(path).map_err(fail)?;
+    let meta = std::fs::metadata(&real).map_err(fail)?;
     let ft = meta.file_type();
-    if !ft.is_block_device() && !ft.is_file() {
+    let block = ft.is_block_device() && real.starts_with("/dev");
+    let file = policy == DevicePolicy::AlsoFiles && ft.is_file();
+    if !(block || file) {
+        let what = if ft.is_block_device() {
+            format!("leads out of /dev (to {})", real.display())
+        } else {
+            "is not a block device".to_string()
+        };
         return Err(dev_err(
             libc::ENOTBLK,
-            format!("log device {} is not a block device", path.display()),
+            format!(
+                "log device {} {what}: name a block device as major:minor or by its /dev path",
+                path.display()
+            ),
         ));
     }
-    let file = open_rw(path, ft.is_block_device()).map_err(fail)?;
+    let file = open_rw(&real, ft.is_block_device()).map_err(fail)?;
     let meta = file.metadata().map_err(fail)?;
     Ok((file, meta))
 }
@@ -233,7 +301,7 @@ fn open_number(
     minor: u32,
     scratch: &Path,
 ) -> Result<(File, std::fs::Metadata), DeviceError> {
-    let want = libc::makedev(major, minor);
+    let want = rustix::fs::makedev(major, minor);
     let matches = |m: &std::fs::Metadata| m.file_type().is_block_device() && m.rdev() == want;
     let by_udev = PathBuf::from(format!("/dev/block/{major}:{minor}"));
     if std::fs::metadata(&by_udev).is_ok_and(|m| matches(&m)) {
@@ -247,7 +315,15 @@ fn open_number(
     }
     let node = scratch.join(format!(".dev-{major}-{minor}-{}", std::process::id()));
     let _ = std::fs::remove_file(&node);
-    let made = sys::make_block_node(&node, major, minor).and_then(|()| open_rw(&node, true));
+    let made = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &node,
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        rustix::fs::makedev(major, minor),
+    )
+    .map_err(io::Error::from)
+    .and_then(|()| open_rw(&node, true));
     let _ = std::fs::remove_file(&node);
     let file = made.map_err(|e| {
         dev_err(
@@ -268,13 +344,23 @@ fn open_number(
 mod tests {
     use super::*;
     use crate::ctr_args;
-    use crate::log::Backing;
+    use crate::log_state::{Backing, Sharing};
+    use crate::member::MemberId;
     use crate::test_util::TempDir;
 
-    fn disk_log(path: &Path, extra: &str) -> (Log, LogDevice) {
+    fn disk_log(path: &Path, extra: &str) -> (LogState, LogDevice) {
         let c = ctr_args::parse(&format!("80000 disk {} 8{extra}", path.display())).unwrap();
-        let dev = LogDevice::open(c.device.as_ref().unwrap(), c.region_count, path).unwrap();
-        (Log::new(&c, Backing::memory(c.region_count)), dev)
+        let dev = LogDevice::open(
+            c.device.as_ref().unwrap(),
+            c.region_count,
+            path,
+            DevicePolicy::AlsoFiles,
+        )
+        .unwrap();
+        (
+            LogState::new(&c, Sharing::Single, Backing::memory(c.region_count)),
+            dev,
+        )
     }
 
     #[test]
@@ -282,15 +368,23 @@ mod tests {
         let tmp = TempDir::new();
         let f = tmp.path().join("small");
         std::fs::write(&f, vec![0u8; 1024]).unwrap();
-        let e = LogDevice::open(&DeviceSpec::Path(f), 10_000, tmp.path()).unwrap_err();
+        let open = |p: PathBuf, n, policy| {
+            LogDevice::open(&DeviceSpec::Path(p), n, tmp.path(), policy).unwrap_err()
+        };
+        let e = open(f.clone(), 10_000, DevicePolicy::AlsoFiles);
         assert_eq!(e.errno, libc::EINVAL);
         assert!(e.message.contains("too small"), "{}", e.message);
-        let e = LogDevice::open(&DeviceSpec::Path(tmp.path().join("none")), 10, tmp.path())
-            .unwrap_err();
+        let e = open(tmp.path().join("none"), 10, DevicePolicy::AlsoFiles);
         assert_eq!(e.errno, libc::ENOENT);
-        let e = LogDevice::open(&DeviceSpec::Path(tmp.path().to_path_buf()), 10, tmp.path())
-            .unwrap_err();
+        let e = open(tmp.path().to_path_buf(), 10, DevicePolicy::AlsoFiles);
         assert!(e.message.contains("not a block device"));
+        let e = open(f.clone(), 10, DevicePolicy::BlockDevices);
+        assert_eq!(e.errno, libc::ENOTBLK);
+        assert!(e.message.contains("is not a block device"), "{}", e.message);
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let e = open(link, 10, DevicePolicy::BlockDevices);
+        assert!(e.message.contains("is not a block device"), "{}", e.message);
     }
 
     #[test]
@@ -311,7 +405,7 @@ mod tests {
         assert!(s.synced);
         assert_eq!(log.pending_commit(), None);
 
-        log.clear(&[9000]).unwrap();
+        log.clear(MemberId::LOCAL, &[9000]).unwrap();
         let plan = log.pending_commit().unwrap();
         let s = dev.commit(&mut log, plan).unwrap();
         assert_eq!(
@@ -320,10 +414,10 @@ mod tests {
             "clears are lazy"
         );
 
-        log.mark(&[0]).unwrap();
+        log.mark(MemberId::LOCAL, &[0]).unwrap();
         assert_eq!(log.pending_commit(), None, "region 0 was already dirty");
-        log.clear(&[100]).unwrap();
-        log.mark(&[9000]).unwrap();
+        log.clear(MemberId::LOCAL, &[100]).unwrap();
+        log.mark(MemberId::LOCAL, &[9000]).unwrap();
         let plan = log.pending_commit().unwrap();
         let s = dev.commit(&mut log, plan).unwrap();
         assert_eq!(

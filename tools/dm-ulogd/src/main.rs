@@ -11,7 +11,7 @@ use dm_ulogd::cli::{self, Mode, USAGE};
 use dm_ulogd::control::{self, Command};
 use dm_ulogd::logging::{self, Destination};
 use dm_ulogd::server::{Server, ServerOptions};
-use dm_ulogd::{error, sys, warning};
+use dm_ulogd::{error, warning};
 
 fn main() -> ExitCode {
     let mode = match cli::parse(std::env::args().skip(1)) {
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             }
         }
         Mode::Serve(o) => {
-            if sys::effective_uid() != 0 {
+            if !rustix::process::geteuid().is_root() {
                 eprintln!(
                     "dm-ulogd: must run as root (it answers the kernel on the netlink connector and opens log devices)"
                 );
@@ -70,7 +70,8 @@ fn main() -> ExitCode {
             };
             logging::init(destination, o.verbose);
             if o.mlock {
-                if let Err(e) = sys::lock_memory() {
+                let all = rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE;
+                if let Err(e) = rustix::mm::mlockall(all) {
                     warning!("cannot lock memory ({e}): requests may wait for swap-in");
                 }
             }
@@ -78,16 +79,7 @@ fn main() -> ExitCode {
                 state_dir: o.state_dir,
                 rcvbuf: o.rcvbuf,
             };
-            if o.cluster {
-                return match dm_ulogd::cluster::server::run(&options) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        error!("{e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-            let mut server = match Server::start(&options) {
+            let mut server = match Server::start(&options, o.cluster) {
                 Ok(s) => s,
                 Err(e) => {
                     error!("{e}");

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use ulog_proto::socket::{encode_frame, parse_datagram, Sender};
-use ulog_proto::wire::{CnHeader, HEADER_SIZE, UUID_LEN};
+use ulog_proto::wire::{CnHeader, RequestType, HEADER_SIZE, UUID_LEN};
 
 use super::*;
 
@@ -278,9 +278,11 @@ fn random_input_never_crashes_and_always_gets_an_answer() {
     let tmp = crate::test_util::TempDir::new();
     let dev = tmp.path().join("dev");
     std::fs::write(&dev, vec![0u8; 1 << 16]).unwrap();
-    let mut d = Dispatcher::new(LogStore::new(Some(
+    let mut store = LogStore::new(Some(
         crate::state_file::StateDir::open(&tmp.path().join("state")).unwrap(),
-    )));
+    ));
+    store.set_device_policy(crate::log_device::DevicePolicy::AlsoFiles);
+    let mut d = Dispatcher::new(store);
     let sink = Recorder::default();
     let disk = format!("800 clustered-disk {} 8\0", dev.display());
     for (luid, s) in [(1u64, &b"800 clustered-core 8\0"[..]), (2, disk.as_bytes())] {

@@ -23,11 +23,16 @@
 //! 40    u32 constructor string length
 //! 48    uuid bytes (up to 129)
 //! 192   constructor string (up to 1024)
-//! 4096  clean bitmap, sync bitmap, recovering bitmap (u64 words each)
+//! 4096  clean bitmap, sync bitmap (u64 words each)
 //! ```
+//!
+//! Version 1 files (written by an older dm-ulogd) have a third bitmap, of
+//! regions being recovered; it is ignored (a restart forgets recoveries).
 //!
 //! A file is written under a temporary name and renamed into place, so a
 //! crash during a CTR never leaves a half-written file behind a valid name.
+//! Its blocks are allocated before it is mapped, so a full tmpfs is a clean
+//! `ENOSPC` at CTR, never a `SIGBUS` on a later store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -36,10 +41,13 @@ use std::path::{Path, PathBuf};
 
 use ulog_proto::wire::UUID_LEN;
 
-use crate::sys::MappedFile;
+use memmap2::MmapMut;
+use rustix::fs::{fallocate, FallocateFlags};
 
 const MAGIC: &[u8; 8] = b"dmulogd\0";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// Version 1 had a third bitmap (recoveries), ignored when loaded.
+const FORMAT_VERSION_1: u32 = 1;
 const HEADER_BYTES: usize = 4096;
 const OFF_VERSION: usize = 8;
 const OFF_LIFECYCLE: usize = 12;
@@ -55,8 +63,8 @@ const OFF_CTR: usize = 192;
 /// 332 bytes).
 pub const MAX_CTR_LEN: usize = 1024;
 
-/// Number of bitmaps kept per log: clean, sync, recovering.
-pub const MAPS: usize = 3;
+/// Number of bitmaps kept per log: clean, sync.
+pub const MAPS: usize = 2;
 
 /// What names a log: the kernel's (uuid, luid) pair and its constructor
 /// string.
@@ -118,7 +126,7 @@ impl StateDir {
         self.root.join(name)
     }
 
-    /// Creates the state file of a new log with room for three bitmaps of
+    /// Creates the state file of a new log with room for [`MAPS`] bitmaps of
     /// `words` words each, under a temporary name: call
     /// [`StateFile::publish`] once its bitmaps are initialised.
     pub fn create(&self, id: &Identity, words: usize) -> io::Result<StateFile> {
@@ -138,18 +146,16 @@ impl StateDir {
             .create_new(true)
             .mode(0o600)
             .open(&tmp_path)?;
-        let len = file_len(words).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mapped = file
-            .set_len(len as u64)
-            .and_then(|()| MappedFile::map(&file, len));
-        let mut map = match mapped {
+        let len =
+            file_len(words, MAPS).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut map = match map(&file, len) {
             Ok(m) => m,
             Err(e) => {
                 let _ = fs::remove_file(&tmp_path);
                 return Err(e);
             }
         };
-        let (head, _) = map.split_words_mut(HEADER_BYTES);
+        let head = &mut map[..HEADER_BYTES];
         head[..8].copy_from_slice(MAGIC);
         put_u32(head, OFF_VERSION, FORMAT_VERSION);
         put_u32(head, OFF_LIFECYCLE, 1);
@@ -205,7 +211,7 @@ impl StateDir {
 pub struct StateFile {
     path: PathBuf,
     final_path: Option<PathBuf>,
-    map: MappedFile,
+    map: MmapMut,
     words: usize,
     identity: Identity,
 }
@@ -218,21 +224,23 @@ impl StateFile {
         if len < HEADER_BYTES {
             return Err(invalid("shorter than its header"));
         }
-        let map = MappedFile::map(&file, len)?;
-        let head = &map.bytes()[..HEADER_BYTES];
+        let map = map(&file, len)?;
+        let head = &map[..HEADER_BYTES];
         if &head[..8] != MAGIC {
             return Err(invalid("not a dm-ulogd state file"));
         }
-        if get_u32(head, OFF_VERSION) != FORMAT_VERSION {
-            return Err(invalid("written by an incompatible dm-ulogd"));
-        }
+        let maps = match get_u32(head, OFF_VERSION) {
+            FORMAT_VERSION => MAPS,
+            FORMAT_VERSION_1 => MAPS + 1,
+            _ => return Err(invalid("written by an incompatible dm-ulogd")),
+        };
         let uuid_len = get_u32(head, OFF_UUID_LEN) as usize;
         let ctr_len = get_u32(head, OFF_CTR_LEN) as usize;
         if uuid_len == 0 || uuid_len >= UUID_LEN || ctr_len > MAX_CTR_LEN {
             return Err(invalid("bad uuid or constructor length"));
         }
         let words = usize::try_from(get_u64(head, OFF_WORDS)).map_err(|_| invalid("bad size"))?;
-        if file_len(words) != Some(len) {
+        if file_len(words, maps) != Some(len) {
             return Err(invalid("size does not match its bitmaps"));
         }
         let ctr = std::str::from_utf8(&head[OFF_CTR..OFF_CTR + ctr_len])
@@ -278,31 +286,31 @@ impl StateFile {
 
     /// The stored lifecycle value.
     pub fn lifecycle(&self) -> u32 {
-        get_u32(self.map.bytes(), OFF_LIFECYCLE)
+        get_u32(&self.map, OFF_LIFECYCLE)
     }
 
     /// The stored flags.
     pub fn flags(&self) -> u32 {
-        get_u32(self.map.bytes(), OFF_FLAGS)
+        get_u32(&self.map, OFF_FLAGS)
     }
 
     /// Stores the lifecycle and flags.
     pub fn set_meta(&mut self, lifecycle: u32, flags: u32) {
-        let (head, _) = self.map.split_words_mut(HEADER_BYTES);
+        let head = &mut self.map[..HEADER_BYTES];
         put_u32(head, OFF_LIFECYCLE, lifecycle);
         put_u32(head, OFF_FLAGS, flags);
     }
 
     /// All bitmap words: [`MAPS`] bitmaps of [`Self::words_per_map`] words.
     pub fn bitmaps(&self) -> &[u64] {
-        &self.map.words(HEADER_BYTES)[..self.words * MAPS]
+        let n = self.words * MAPS;
+        bytemuck::cast_slice(&self.map[HEADER_BYTES..HEADER_BYTES + 8 * n])
     }
 
     /// All bitmap words, writable.
     pub fn bitmaps_mut(&mut self) -> &mut [u64] {
         let n = self.words * MAPS;
-        let (_, words) = self.map.split_words_mut(HEADER_BYTES);
-        &mut words[..n]
+        bytemuck::cast_slice_mut(&mut self.map[HEADER_BYTES..HEADER_BYTES + 8 * n])
     }
 
     /// Renames the file `*.bad` (kept for inspection, never loaded again).
@@ -316,8 +324,21 @@ impl StateFile {
     }
 }
 
-fn file_len(words: usize) -> Option<usize> {
-    words.checked_mul(8 * MAPS)?.checked_add(HEADER_BYTES)
+/// Allocates the first `len` bytes of `file` (so that stores into the
+/// mapping never find a hole on a full file system) and maps them.
+fn map(file: &File, len: usize) -> io::Result<MmapMut> {
+    fallocate(file, FallocateFlags::empty(), 0, len as u64)?;
+    // SAFETY: the file is one of this server's state files, in the state
+    // directory whose lock it holds, and no other process changes or
+    // truncates it while it is mapped (which is what could make the mapping
+    // unsound); its first `len` bytes are allocated above.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file)? };
+    Ok(map)
+}
+
+fn file_len(words: usize, maps: usize) -> Option<usize> {
+    words.checked_mul(8 * maps)?.checked_add(HEADER_BYTES)
 }
 
 /// `<luid>-<hash of uuid>-<uuid, file-name safe, shortened>.state`: unique
@@ -406,10 +427,29 @@ mod tests {
         assert_eq!(f.words_per_map(), 3);
         assert_eq!(f.lifecycle(), 2);
         assert_eq!(f.flags(), 1);
-        assert_eq!(f.bitmaps_mut().len(), 9);
+        assert_eq!(f.bitmaps_mut().len(), 6);
         assert_eq!(f.bitmaps_mut()[4], 0xdead);
         f.remove().unwrap();
         assert!(dir.load_all().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn version_1_files_load_without_their_third_bitmap() {
+        let tmp = TempDir::new();
+        let dir = StateDir::open(tmp.path()).unwrap();
+        let mut f = dir.create(&id("u", 1), 2).unwrap();
+        f.bitmaps_mut().copy_from_slice(&[1, 2, 3, 4]);
+        f.publish().unwrap();
+        let path = f.path().to_path_buf();
+        drop(f);
+        // What version 1 wrote: the same header, three bitmaps.
+        let mut bytes = fs::read(&path).unwrap();
+        put_u32(&mut bytes, OFF_VERSION, FORMAT_VERSION_1);
+        bytes.extend_from_slice(&[0xff; 16]);
+        fs::write(&path, bytes).unwrap();
+        let (files, bad) = dir.load_all().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(files[0].bitmaps(), [1, 2, 3, 4]);
     }
 
     #[test]

@@ -11,6 +11,11 @@ use std::fmt::Write as _;
 
 use ulog_proto::wire::RequestType;
 
+use crate::cluster::group::GroupCounters;
+use crate::cluster::transport::RingId;
+use crate::member::MemberId;
+use crate::store::cluster::ClusterTotals;
+
 /// Counter slots: 0 for requests with no known type (type 0, unknown types,
 /// malformed messages), then one per request type 1..=17.
 pub const TYPE_SLOTS: usize = RequestType::ALL.len() + 1;
@@ -172,6 +177,30 @@ pub struct SocketCounters {
     pub send_errors: u64,
 }
 
+/// A clustered log's view of its group, for the stats output.
+#[derive(Clone, Debug)]
+pub struct ClusterSummary {
+    /// "serving", "joining" or "not in its group".
+    pub phase: &'static str,
+    /// Members of the group.
+    pub members: usize,
+    /// Members holding the state.
+    pub holders: usize,
+    /// Whether this node writes the log device.
+    pub writer: bool,
+    /// Whether this node's partition is quorate in the group's ring.
+    pub quorate: bool,
+    /// Why FLUSHes wait, if they do: "no quorum", "joining",
+    /// "membership round".
+    pub blocked_by: Option<&'static str>,
+    /// The state's epoch (rounds decided).
+    pub epoch: u64,
+    /// The state's generation (group events applied).
+    pub generation: u64,
+    /// The group's counters.
+    pub counters: GroupCounters,
+}
+
 /// One log's description for the stats output.
 #[derive(Clone, Debug)]
 pub struct LogSummary<'a> {
@@ -195,6 +224,23 @@ pub struct LogSummary<'a> {
     pub device_failed: bool,
     /// Its counters.
     pub counters: &'a Counters,
+    /// Its group, in cluster mode.
+    pub cluster: Option<ClusterSummary>,
+}
+
+/// The server's cluster side, for the stats output.
+#[derive(Clone, Debug)]
+pub struct ClusterInfo {
+    /// This process as a member.
+    pub member: MemberId,
+    /// Whether this node's partition is quorate.
+    pub quorate: bool,
+    /// The latest ring.
+    pub ring: RingId,
+    /// Totals.
+    pub totals: ClusterTotals,
+    /// The groups' counters, summed.
+    pub counters: GroupCounters,
 }
 
 /// Everything `dm-ulogd stats` prints.
@@ -211,6 +257,8 @@ pub struct Snapshot<'a> {
     pub total: &'a Counters,
     /// Each live log.
     pub logs: Vec<LogSummary<'a>>,
+    /// Cluster mode.
+    pub cluster: Option<ClusterInfo>,
 }
 
 fn json_str(out: &mut String, s: &str) {
@@ -238,6 +286,50 @@ fn json_op(out: &mut String, op: &OpCounters) {
         op.max_us(),
         op.p99_us()
     );
+}
+
+fn json_group_counters(out: &mut String, c: &GroupCounters) {
+    let _ = write!(
+        out,
+        "{{\"batches\":{},\"waited_rounds\":{},\"flushes\":{},\"ops\":{},\"send_failures\":{},\
+         \"rounds_decided\":{},\"checkpoints_sent\":{},\"checkpoints_loaded\":{},\
+         \"stale_checkpoints\":{},\"fresh_starts\":{},\"merges\":{},\"merge_resync\":{},\
+         \"quorum_waits\":{}}}",
+        c.batches,
+        c.rounds,
+        c.flushes,
+        c.ops,
+        c.send_failures,
+        c.decided,
+        c.checkpoints_sent,
+        c.checkpoints_loaded,
+        c.stale_checkpoints,
+        c.fresh_starts,
+        c.merges,
+        c.merge_resync,
+        c.quorum_waits
+    );
+}
+
+fn json_log_cluster(out: &mut String, c: &ClusterSummary) {
+    out.push_str("{\"phase\":");
+    json_str(out, c.phase);
+    let _ = write!(
+        out,
+        ",\"members\":{},\"holders\":{},\"writer\":{},\"quorate\":{},\"waiting_for\":",
+        c.members, c.holders, c.writer, c.quorate
+    );
+    match c.blocked_by {
+        Some(b) => json_str(out, b),
+        None => out.push_str("null"),
+    }
+    let _ = write!(
+        out,
+        ",\"epoch\":{},\"generation\":{},\"counters\":",
+        c.epoch, c.generation
+    );
+    json_group_counters(out, &c.counters);
+    out.push('}');
 }
 
 fn json_counters(out: &mut String, c: &Counters) {
@@ -313,9 +405,35 @@ impl Snapshot<'_> {
             }
             let _ = write!(out, ",\"device_failed\":{},\"counters\":", l.device_failed);
             json_counters(&mut out, l.counters);
+            if let Some(c) = &l.cluster {
+                out.push_str(",\"cluster\":");
+                json_log_cluster(&mut out, c);
+            }
             out.push('}');
         }
-        out.push_str("]}\n");
+        out.push(']');
+        if let Some(c) = &self.cluster {
+            let t = &c.totals;
+            let _ = write!(
+                out,
+                ",\"cluster\":{{\"member\":\"{}:{}\",\"quorate\":{},\"ring\":\"{}/{}\",\
+                 \"messages\":{},\"bytes\":{},\"deferred_sends\":{},\"failed_sends\":{},\
+                 \"bad_messages\":{},\"counters\":",
+                c.member.node,
+                c.member.pid,
+                c.quorate,
+                c.ring.node,
+                c.ring.seq,
+                t.messages,
+                t.bytes,
+                t.deferred_sends,
+                t.failed_sends,
+                t.bad_messages
+            );
+            json_group_counters(&mut out, &c.counters);
+            out.push('}');
+        }
+        out.push_str("}\n");
         out
     }
 
@@ -335,6 +453,23 @@ impl Snapshot<'_> {
             "socket: {} received, {} overruns, {} ignored, {} malformed, {} send errors",
             s.received, s.overruns, s.ignored, s.malformed, s.send_errors
         );
+        if let Some(c) = &self.cluster {
+            let t = &c.totals;
+            let _ = writeln!(
+                out,
+                "cluster: member {}, {}quorate (ring {}/{}); {} group messages ({} bytes), \
+                 {} deferred and {} failed sends, {} bad messages",
+                c.member,
+                if c.quorate { "" } else { "NOT " },
+                c.ring.node,
+                c.ring.seq,
+                t.messages,
+                t.bytes,
+                t.deferred_sends,
+                t.failed_sends,
+                t.bad_messages
+            );
+        }
         text_counters(&mut out, "total", self.total);
         for l in &self.logs {
             let dev = l.device.as_deref().map_or(String::new(), |d| {
@@ -345,6 +480,28 @@ impl Snapshot<'_> {
                 l.uuid, l.luid, l.type_name, l.state, l.region_size, l.in_sync, l.regions
             );
             text_counters(&mut out, &title, l.counters);
+            if let Some(c) = &l.cluster {
+                let g = &c.counters;
+                let _ =
+                    writeln!(
+                    out,
+                    "  cluster: {}{}, {} member(s), {} holding the state{}, {}quorate, epoch {}, \
+                     generation {}; {} flushes, {} batches, {} waited rounds, {} merges",
+                    c.phase,
+                    c.blocked_by
+                        .map_or(String::new(), |b| format!(" (waiting: {b})")),
+                    c.members,
+                    c.holders,
+                    if c.writer { ", writing the log device" } else { "" },
+                    if c.quorate { "" } else { "NOT " },
+                    c.epoch,
+                    c.generation,
+                    g.flushes,
+                    g.batches,
+                    g.rounds,
+                    g.merges
+                );
+            }
         }
         out
     }
@@ -437,7 +594,9 @@ mod tests {
                 device: Some("7:1".into()),
                 device_failed: false,
                 counters: &per_log,
+                cluster: None,
             }],
+            cluster: None,
         };
         let j = snap.to_json();
         for t in RequestType::ALL {

@@ -38,7 +38,7 @@ pub struct LoopDevice(PathBuf);
 
 impl LoopDevice {
     pub fn attach(file: &Path) -> Option<Self> {
-        if crate::sys::effective_uid() != 0 {
+        if !rustix::process::geteuid().is_root() {
             return None;
         }
         let out = std::process::Command::new("losetup")

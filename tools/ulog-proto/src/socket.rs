@@ -195,6 +195,21 @@ impl ConnectorSocket {
             libc::NETLINK_ADD_MEMBERSHIP,
             CN_IDX_DM as libc::c_int,
         )?;
+        // Connected to the kernel (port 0): the kernel refuses unicasts to
+        // this socket from any other process (they get ECONNREFUSED), so
+        // only the kernel and the group's multicasts reach it.
+        let kernel = netlink_addr(0, 0);
+        // SAFETY: `kernel` is a valid sockaddr_nl and the length passed is its size.
+        let r = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                sockaddr_nl_len(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
 
         let mut bound = netlink_addr(0, 0);
         let mut len = sockaddr_nl_len();

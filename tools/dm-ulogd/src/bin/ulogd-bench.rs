@@ -19,6 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use dm_ulogd::log_device::DevicePolicy;
 use dm_ulogd::server::{Dispatcher, ReplySink};
 use dm_ulogd::state_file::StateDir;
 use dm_ulogd::store::LogStore;
@@ -107,7 +108,9 @@ fn workload(enc: &mut Encoder, writes: usize) -> Vec<Vec<u8>> {
     frames
 }
 
-fn run(name: &str, store: LogStore, ctr: &str, seconds: f64) {
+fn run(name: &str, mut store: LogStore, ctr: &str, seconds: f64) {
+    // The disk log runs on a file on tmpfs, which the server itself refuses.
+    store.set_device_policy(DevicePolicy::AlsoFiles);
     let mut d = Dispatcher::new(store);
     let sink = FrameSink {
         buf: RefCell::new(vec![0; RECV_BUFFER_SIZE]),

@@ -4,10 +4,11 @@
 //! little-endian, versioned, checked on decode (a member of another version
 //! or another program on the same group name is refused, not misread).
 
-use super::member::MemberId;
+use crate::member::MemberId;
+use crate::wire_codec::{DecodeError, Reader, Writer};
 
 const MAGIC: u32 = 0x4c55_4d44; // "DMUL"
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// One change of shared state a node's kernel asked for, in the order the
 /// kernel sent it.
@@ -37,19 +38,89 @@ pub enum Barrier {
 /// Everything a node's kernel sent between two waits, as one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
+    /// Its sender's number for it, so the sender knows which of its
+    /// requests it answers when it comes back (never by position: a batch
+    /// that failed to go out is never delivered).
+    pub id: u64,
     /// The state changes, in kernel order.
     pub ops: Vec<Op>,
     /// What the sender waits for.
     pub barrier: Barrier,
 }
 
-/// The group's state for members that joined: `targets` pairs each joiner
-/// with the number of group events it saw before the snapshot was taken.
+/// A round of the group: after every change of membership (or of the
+/// cluster's ring), the lowest member asks every member what state it holds,
+/// and every member then applies the same decision. `decider` and `number`
+/// make it unique, so a late answer to an older round is never taken for
+/// this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoundId {
+    /// The member that runs the round.
+    pub decider: MemberId,
+    /// Its count of rounds.
+    pub number: u64,
+}
+
+/// Which history of the log a state descends from: the round that last
+/// decided it (its epoch counts the decided rounds) and how many group
+/// events it has applied since the history began. Two members hold the
+/// same state exactly when their lineages are equal; a member that was cut
+/// off has an older epoch, or the same epoch with other events applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lineage {
+    /// Rounds decided.
+    pub epoch: u64,
+    /// Events applied.
+    pub generation: u64,
+    /// The decider of the last round.
+    pub origin: MemberId,
+}
+
+/// A member's answer to a round: its geometry and, if it holds the log's
+/// state, that state's lineage and what its own kernel may have written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The round answered.
+    pub round: RoundId,
+    /// Regions of the sender's table.
+    pub region_count: u64,
+    /// Region size of the sender's table.
+    pub region_size: u32,
+    /// The sender's state, if it holds one.
+    pub claim: Option<Claim>,
+}
+
+/// What a member holding state says about it in a round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// Its lineage.
+    pub lineage: Lineage,
+    /// A digest of its state: two partitions may have applied as many
+    /// events since they split, but not the same ones.
+    pub digest: u64,
+    /// Whether the sender held it while its partition had no quorum (and
+    /// no round confirmed it since): a quorate partition may have changed
+    /// the state meanwhile.
+    pub tainted: bool,
+    /// Regions its own kernel has marked.
+    pub marks: Vec<u64>,
+    /// Regions any member of its lineage marked or recovered while some
+    /// node was away: they may differ between the legs if another lineage
+    /// wins.
+    pub apart: Vec<u64>,
+}
+
+/// The state for the members a round sent to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// Joiners and how many of their buffered events the snapshot covers.
-    pub targets: Vec<(MemberId, u64)>,
-    /// The encoded [`super::replica::Replica`].
+    /// The round that decided to send it (a joiner only loads the
+    /// checkpoint of the round it waits for: an older one is stale).
+    pub round: RoundId,
+    /// The lineage of the snapshot.
+    pub lineage: Lineage,
+    /// The members that load it.
+    pub targets: Vec<MemberId>,
+    /// The encoded shared state.
     pub snapshot: Vec<u8>,
 }
 
@@ -58,93 +129,30 @@ pub struct Checkpoint {
 pub enum Message {
     /// A node's requests.
     Batch(Batch),
-    /// State for joiners.
+    /// The decider opens a round.
+    Round(RoundId),
+    /// A member's answer to a round.
+    Offer(Offer),
+    /// The decider closes a round: every member applies the decision.
+    Decide(RoundId),
+    /// State for the members that lack it.
     Checkpoint(Checkpoint),
-}
-
-/// Why a message could not be decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecodeError(pub &'static str);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-/// Appends little-endian fields.
-#[derive(Default)]
-pub struct Writer(pub Vec<u8>);
-
-impl Writer {
-    /// One byte.
-    pub fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    /// Four bytes.
-    pub fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    /// Eight bytes.
-    pub fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    /// A length-prefixed byte string.
-    pub fn bytes(&mut self, b: &[u8]) {
-        self.u64(b.len() as u64);
-        self.0.extend_from_slice(b);
-    }
-}
-
-/// Reads what [`Writer`] wrote, refusing truncation.
-pub struct Reader<'a>(pub &'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError("message truncated"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    /// One byte.
-    pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    /// Four bytes.
-    pub fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    /// Eight bytes.
-    pub fn u64(&mut self) -> Result<u64, DecodeError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
-    }
-    /// A count of items of at least `item_size` bytes each, checked against
-    /// what is left (so a corrupt count cannot make us allocate).
-    pub fn count(&mut self, item_size: usize) -> Result<usize, DecodeError> {
-        let n = self.u64()?;
-        if n > (self.0.len() / item_size.max(1)) as u64 {
-            return Err(DecodeError("count larger than the message"));
-        }
-        Ok(n as usize)
-    }
-    /// A length-prefixed byte string.
-    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = self.count(1)?;
-        self.take(n)
-    }
-    /// Whether everything was read.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+    /// The member that writes the shared log device has written everything
+    /// up to this point of its lineage (or failed with `errno`).
+    Committed {
+        /// The lineage, at the generation written.
+        lineage: Lineage,
+        /// 0, or the errno of the failed write.
+        errno: u32,
+    },
 }
 
 const KIND_BATCH: u8 = 1;
-const KIND_CHECKPOINT: u8 = 2;
+const KIND_ROUND: u8 = 2;
+const KIND_OFFER: u8 = 3;
+const KIND_DECIDE: u8 = 4;
+const KIND_CHECKPOINT: u8 = 5;
+const KIND_COMMITTED: u8 = 6;
 
 impl Op {
     fn encode(self, w: &mut Writer) {
@@ -173,6 +181,32 @@ impl Op {
     }
 }
 
+fn put_round(w: &mut Writer, id: RoundId) {
+    w.u64(id.decider.to_u64());
+    w.u64(id.number);
+}
+
+fn get_round(r: &mut Reader<'_>) -> Result<RoundId, DecodeError> {
+    Ok(RoundId {
+        decider: MemberId::from_u64(r.u64()?),
+        number: r.u64()?,
+    })
+}
+
+fn put_lineage(w: &mut Writer, l: Lineage) {
+    w.u64(l.epoch);
+    w.u64(l.generation);
+    w.u64(l.origin.to_u64());
+}
+
+fn get_lineage(r: &mut Reader<'_>) -> Result<Lineage, DecodeError> {
+    Ok(Lineage {
+        epoch: r.u64()?,
+        generation: r.u64()?,
+        origin: MemberId::from_u64(r.u64()?),
+    })
+}
+
 impl Message {
     /// The bytes to multicast.
     pub fn encode(&self) -> Vec<u8> {
@@ -182,6 +216,7 @@ impl Message {
         match self {
             Self::Batch(b) => {
                 w.u8(KIND_BATCH);
+                w.u64(b.id);
                 w.u8(match b.barrier {
                     Barrier::None => 0,
                     Barrier::Flush => 1,
@@ -192,14 +227,42 @@ impl Message {
                     op.encode(&mut w);
                 }
             }
+            Self::Round(id) => {
+                w.u8(KIND_ROUND);
+                put_round(&mut w, *id);
+            }
+            Self::Offer(o) => {
+                w.u8(KIND_OFFER);
+                put_round(&mut w, o.round);
+                w.u64(o.region_count);
+                w.u32(o.region_size);
+                match &o.claim {
+                    None => w.u8(0),
+                    Some(c) => {
+                        w.u8(1);
+                        put_lineage(&mut w, c.lineage);
+                        w.u64(c.digest);
+                        w.u8(u8::from(c.tainted));
+                        w.u64s(c.marks.iter().copied());
+                        w.u64s(c.apart.iter().copied());
+                    }
+                }
+            }
+            Self::Decide(id) => {
+                w.u8(KIND_DECIDE);
+                put_round(&mut w, *id);
+            }
             Self::Checkpoint(c) => {
                 w.u8(KIND_CHECKPOINT);
-                w.u64(c.targets.len() as u64);
-                for (m, after) in &c.targets {
-                    w.u64(m.to_u64());
-                    w.u64(*after);
-                }
+                put_round(&mut w, c.round);
+                put_lineage(&mut w, c.lineage);
+                w.u64s(c.targets.iter().map(|m| m.to_u64()));
                 w.bytes(&c.snapshot);
+            }
+            Self::Committed { lineage, errno } => {
+                w.u8(KIND_COMMITTED);
+                put_lineage(&mut w, *lineage);
+                w.u32(*errno);
             }
         }
         w.0
@@ -216,6 +279,7 @@ impl Message {
         }
         let message = match r.u8()? {
             KIND_BATCH => {
+                let id = r.u64()?;
                 let barrier = match r.u8()? {
                     0 => Barrier::None,
                     1 => Barrier::Flush,
@@ -226,17 +290,42 @@ impl Message {
                 let ops = (0..n)
                     .map(|_| Op::decode(&mut r))
                     .collect::<Result<_, _>>()?;
-                Self::Batch(Batch { ops, barrier })
+                Self::Batch(Batch { id, ops, barrier })
             }
-            KIND_CHECKPOINT => {
-                let n = r.count(16)?;
-                let mut targets = Vec::with_capacity(n);
-                for _ in 0..n {
-                    targets.push((MemberId::from_u64(r.u64()?), r.u64()?));
-                }
-                let snapshot = r.bytes()?.to_vec();
-                Self::Checkpoint(Checkpoint { targets, snapshot })
+            KIND_ROUND => Self::Round(get_round(&mut r)?),
+            KIND_OFFER => {
+                let round = get_round(&mut r)?;
+                let region_count = r.u64()?;
+                let region_size = r.u32()?;
+                let claim = match r.u8()? {
+                    0 => None,
+                    1 => Some(Claim {
+                        lineage: get_lineage(&mut r)?,
+                        digest: r.u64()?,
+                        tainted: r.u8()? != 0,
+                        marks: r.u64s()?,
+                        apart: r.u64s()?,
+                    }),
+                    _ => return Err(DecodeError("bad offer")),
+                };
+                Self::Offer(Offer {
+                    round,
+                    region_count,
+                    region_size,
+                    claim,
+                })
             }
+            KIND_DECIDE => Self::Decide(get_round(&mut r)?),
+            KIND_CHECKPOINT => Self::Checkpoint(Checkpoint {
+                round: get_round(&mut r)?,
+                lineage: get_lineage(&mut r)?,
+                targets: r.u64s()?.into_iter().map(MemberId::from_u64).collect(),
+                snapshot: r.bytes()?.to_vec(),
+            }),
+            KIND_COMMITTED => Self::Committed {
+                lineage: get_lineage(&mut r)?,
+                errno: r.u32()?,
+            },
             _ => return Err(DecodeError("unknown message kind")),
         };
         if !r.is_empty() {
@@ -250,36 +339,77 @@ impl Message {
 mod tests {
     use super::*;
 
+    fn samples() -> Vec<Message> {
+        let round = RoundId {
+            decider: MemberId::new(1, 10),
+            number: 7,
+        };
+        let lineage = Lineage {
+            epoch: 3,
+            generation: 99,
+            origin: MemberId::new(2, 20),
+        };
+        vec![
+            Message::Batch(Batch {
+                id: 5,
+                ops: vec![
+                    Op::Clear(3),
+                    Op::Mark(u64::from(u32::MAX)),
+                    Op::SetSync(9, true),
+                    Op::SetSync(10, false),
+                    Op::Prioritize(11),
+                ],
+                barrier: Barrier::Flush,
+            }),
+            Message::Round(round),
+            Message::Offer(Offer {
+                round,
+                region_count: 100,
+                region_size: 8,
+                claim: None,
+            }),
+            Message::Offer(Offer {
+                round,
+                region_count: 100,
+                region_size: 8,
+                claim: Some(Claim {
+                    lineage,
+                    digest: 42,
+                    tainted: true,
+                    marks: vec![1, 2],
+                    apart: vec![3],
+                }),
+            }),
+            Message::Decide(round),
+            Message::Checkpoint(Checkpoint {
+                round,
+                lineage,
+                targets: vec![MemberId::new(2, 77)],
+                snapshot: vec![1, 2, 3],
+            }),
+            Message::Committed { lineage, errno: 5 },
+        ]
+    }
+
     #[test]
     fn messages_round_trip() {
-        let batch = Message::Batch(Batch {
-            ops: vec![
-                Op::Clear(3),
-                Op::Mark(u64::from(u32::MAX)),
-                Op::SetSync(9, true),
-                Op::SetSync(10, false),
-                Op::Prioritize(11),
-            ],
-            barrier: Barrier::Flush,
-        });
-        assert_eq!(Message::decode(&batch.encode()), Ok(batch));
-        let cp = Message::Checkpoint(Checkpoint {
-            targets: vec![(MemberId::new(2, 77), 5)],
-            snapshot: vec![1, 2, 3],
-        });
-        assert_eq!(Message::decode(&cp.encode()), Ok(cp));
+        for m in samples() {
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
     }
 
     #[test]
     fn corrupt_messages_are_refused() {
-        let good = Message::Batch(Batch {
-            ops: vec![Op::Mark(1)],
-            barrier: Barrier::None,
-        })
-        .encode();
-        for n in 0..good.len() {
-            assert!(Message::decode(&good[..n]).is_err(), "truncated to {n}");
+        for m in samples() {
+            let good = m.encode();
+            for n in 0..good.len() {
+                assert!(Message::decode(&good[..n]).is_err(), "{m:?} cut to {n}");
+            }
+            let mut long = good.clone();
+            long.push(0);
+            assert_eq!(Message::decode(&long), Err(DecodeError("trailing bytes")));
         }
+        let good = samples()[0].encode();
         let mut bad = good.clone();
         bad[0] ^= 1;
         assert_eq!(
@@ -287,14 +417,14 @@ mod tests {
             Err(DecodeError("not a dm-ulogd message"))
         );
         let mut bad = good.clone();
-        bad[4] = 9;
-        assert!(Message::decode(&bad).is_err());
-        let mut long = good.clone();
-        long.push(0);
-        assert_eq!(Message::decode(&long), Err(DecodeError("trailing bytes")));
+        bad[4] = 1;
+        assert_eq!(
+            Message::decode(&bad),
+            Err(DecodeError("message of another dm-ulogd version"))
+        );
         // A huge count must not allocate.
         let mut huge = good;
-        huge[7..15].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge[15..23].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Message::decode(&huge).is_err());
     }
 }

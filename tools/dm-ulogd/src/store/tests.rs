@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::disk_format::{DiskHeader, MIRROR_MAGIC};
+use crate::log_device::DevicePolicy;
 use crate::test_util::TempDir;
 use ulog_proto::wire::{ReplySize, REQUEST_VERSION};
 
@@ -21,8 +22,10 @@ type Answer = (i32, Vec<u8>);
 
 impl Harness {
     fn memory() -> Self {
+        let mut store = LogStore::new(None);
+        store.set_device_policy(DevicePolicy::AlsoFiles);
         Self {
-            store: LogStore::new(None),
+            store,
             seq: 0,
             version: REQUEST_VERSION,
         }
@@ -31,6 +34,7 @@ impl Harness {
     /// A store over `dir`, with whatever state it holds loaded.
     fn persistent(dir: &Path) -> Self {
         let mut store = LogStore::new(Some(StateDir::open(dir).unwrap()));
+        store.set_device_policy(DevicePolicy::AlsoFiles);
         store.load_state();
         Self {
             store,
@@ -590,7 +594,12 @@ fn failed_device_writes_fail_the_flush_and_show_d() {
     let mut h = Harness::memory();
     h.ctr(1, &format!("800 clustered-disk {} 8 nosync", dev.display()));
     h.ok(1, RequestType::Resume, &[]);
-    h.entry_mut(1).device.as_mut().unwrap().fail_writes = true;
+    h.entry_mut(1)
+        .local_mut()
+        .device
+        .as_mut()
+        .unwrap()
+        .fail_writes = true;
     h.ok(1, RequestType::MarkRegion, &regions(&[3]));
     assert_eq!(h.req(1, RequestType::Flush, &[]).0, -libc::EIO);
     assert_eq!(h.text(1, RequestType::StatusInfo), "3 clustered-disk 0:0 D");
@@ -600,7 +609,12 @@ fn failed_device_writes_fail_the_flush_and_show_d() {
         "still pending"
     );
     assert_eq!(h.entry(1).counters.disk_errors, 2);
-    h.entry_mut(1).device.as_mut().unwrap().fail_writes = false;
+    h.entry_mut(1)
+        .local_mut()
+        .device
+        .as_mut()
+        .unwrap()
+        .fail_writes = false;
     h.ok(1, RequestType::Flush, &[]);
     assert!(
         !on_disk_clean(&dev, 3),
@@ -622,9 +636,19 @@ fn resume_after_a_failed_postsuspend_keeps_unwritten_marks() {
     h.ok(1, RequestType::Resume, &[]);
     assert_eq!(h.count(1), 100);
     h.ok(1, RequestType::MarkRegion, &regions(&[3]));
-    h.entry_mut(1).device.as_mut().unwrap().fail_writes = true;
+    h.entry_mut(1)
+        .local_mut()
+        .device
+        .as_mut()
+        .unwrap()
+        .fail_writes = true;
     assert_eq!(h.req(1, RequestType::Postsuspend, &[]).0, -libc::EIO);
-    h.entry_mut(1).device.as_mut().unwrap().fail_writes = false;
+    h.entry_mut(1)
+        .local_mut()
+        .device
+        .as_mut()
+        .unwrap()
+        .fail_writes = false;
     h.ok(1, RequestType::Resume, &[]);
     assert_eq!(
         h.word(1, RequestType::IsClean, 3),
@@ -727,7 +751,7 @@ fn a_new_instance_reusing_a_stale_luid_starts_fresh() {
     h.ctr(5, "8000 clustered-core 8");
     h.ok(5, RequestType::GetRegionSize, &[]); // only a constructing kernel asks
     assert_eq!(h.count(5), 0, "fresh state");
-    assert_eq!(h.entry(5).log.lifecycle(), Lifecycle::Constructed);
+    assert_eq!(h.entry(5).local().log.lifecycle(), Lifecycle::Constructed);
 
     // A different constructor for a stale key replaces it outright.
     h.ok(5, RequestType::Resume, &[]);
@@ -762,7 +786,7 @@ fn disk_log_restart_writes_unflushed_marks() {
     assert!(!on_disk_clean(&dev, 42), "the mark is on the device");
     let c = &h.entry(2).counters;
     assert_eq!((c.disk_writes, c.disk_syncs), (1, 1));
-    assert_eq!(h.entry(2).log.pending_commit(), None);
+    assert_eq!(h.entry(2).local().log.pending_commit(), None);
     assert_eq!(h.count(2), 100);
     assert_eq!(h.text(2, RequestType::StatusInfo), "3 clustered-disk 0:0 A");
 }
@@ -786,7 +810,7 @@ fn a_reloaded_disk_log_leaves_its_device_alone_until_the_kernel_asks() {
 
     let mut h = Harness::persistent(&state);
     assert_eq!(h.store.len(), 1);
-    assert!(h.entry(2).device.is_none(), "not opened at start");
+    assert!(h.entry(2).local().device.is_none(), "not opened at start");
     h.store.commit_all(); // an orderly exit
     drop(h);
     assert_eq!(std::fs::read(&dev).unwrap(), other, "never written");
@@ -794,7 +818,10 @@ fn a_reloaded_disk_log_leaves_its_device_alone_until_the_kernel_asks() {
     // Once the kernel shows the log exists, the device is its own again.
     let mut h = Harness::persistent(&state);
     assert_eq!(h.word(2, RequestType::IsClean, 7), 0);
-    assert!(h.entry(2).device.is_some(), "opened at the first request");
+    assert!(
+        h.entry(2).local().device.is_some(),
+        "opened at the first request"
+    );
     assert_eq!(h.entry(2).origin, Origin::Live);
     h.ok(2, RequestType::Flush, &[]);
     let img = std::fs::read(&dev).unwrap();
@@ -812,9 +839,9 @@ fn a_replayed_ctr_of_a_reloaded_disk_log_names_its_device() {
     h.ctr(2, &ctr);
     drop(h); // died before answering: the kernel resends the CTR
     let mut h = Harness::persistent(&state);
-    assert!(h.entry(2).device.is_none());
+    assert!(h.entry(2).local().device.is_none());
     assert_eq!(h.ctr(2, &ctr).0, 0);
-    assert!(h.entry(2).device.is_some(), "opened for the reply");
+    assert!(h.entry(2).local().device.is_some(), "opened for the reply");
 }
 
 #[test]
@@ -876,7 +903,7 @@ fn disk_log_on_a_loop_device() {
     };
     let meta = std::fs::metadata(loopdev.path()).unwrap();
     let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
-    let name = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+    let name = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
     let state = tmp.path().join("state");
     let mut h = Harness::persistent(&state);
     for (luid, spec) in [(1, name.clone()), (2, loopdev.path().display().to_string())] {

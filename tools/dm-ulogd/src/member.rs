@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Who is in a log's group, and how the group changes.
+//! Who holds a log's marks and recoveries: a dm-ulogd process on one node
+//! (on a single node, always [`MemberId::LOCAL`]), and how a log's group of
+//! such processes changes in cluster mode.
 
 use std::fmt;
 
@@ -16,6 +18,9 @@ pub struct MemberId {
 }
 
 impl MemberId {
+    /// The only owner of a single-node log's marks and recoveries.
+    pub const LOCAL: Self = Self::new(0, 0);
+
     /// A member.
     pub const fn new(node: u32, pid: u32) -> Self {
         Self { node, pid }

@@ -25,8 +25,9 @@ int dmlu_target_get_device(struct dm_target *ti, const char *path,
 unsigned long dmlu_jiffies(void);
 void dmlu_init_completion(struct completion *x);
 void dmlu_reinit_completion(struct completion *x);
-unsigned long dmlu_spin_lock_irqsave(spinlock_t *lock);
-void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+void dmlu_spin_lock_irq_disable(spinlock_t *lock);
+void dmlu_spin_unlock_irq_enable(spinlock_t *lock);
+bool dmlu_irqs_disabled(void);
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size);
 void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp);
 struct workqueue_struct *dmlu_alloc_reclaim_workqueue(const char *name);

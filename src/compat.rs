@@ -52,6 +52,15 @@ pub(crate) use kernel::sync::{new_spinlock_irq, SpinLockIrq};
 #[cfg(not(dmlu_kernel_7_3))]
 pub(crate) use spinlock_irq::{new_spinlock_irq, SpinLockIrq};
 
+/// Load-time checks of what this file supplies in place of the kernel's: on
+/// 6.12 lockdep kernels, that our `SpinLockIrq` keeps interrupts disabled
+/// until its last guard goes.
+pub(crate) fn self_test() -> Result {
+    #[cfg(all(not(dmlu_kernel_7_3), CONFIG_PROVE_LOCKING))]
+    spinlock_irq::self_test()?;
+    Ok(())
+}
+
 /// An initialiser of an `Opaque<T>` that calls `init_func` with a pointer to
 /// the uninitialised `T`, in its final, pinned place. On error the `T` is
 /// left as `init_func` left it; `Opaque` drops nothing.

@@ -47,17 +47,52 @@ void dmlu_reinit_completion(struct completion *x)
 	reinit_completion(x);
 }
 
-unsigned long dmlu_spin_lock_irqsave(spinlock_t *lock)
+#ifndef DMLU_KERNEL_7_3
+/*
+ * spin_lock_irq_disable() and spin_unlock_irq_enable() as Linux 7.3 has
+ * them, for the module's SpinLockIrq on 6.12: interrupt disabling is
+ * counted, so the first lock taken on a CPU saves the interrupt state and
+ * the last one released restores it, whatever order the guards are dropped
+ * in (spin_unlock_irqrestore() restores the state its own lock saw, and
+ * dropping the outer guard first would enable interrupts under the inner
+ * lock). Interrupts stay disabled while the count is nonzero, so the task
+ * cannot migrate and the per-CPU state is its own.
+ */
+struct dmlu_irq_state {
+	unsigned int count;
+	unsigned long flags;
+};
+
+static DEFINE_PER_CPU(struct dmlu_irq_state, dmlu_irq_state);
+
+void dmlu_spin_lock_irq_disable(spinlock_t *lock)
 {
+#ifdef CONFIG_PREEMPT_RT
+	/* A sleeping lock that leaves interrupts alone, as spin_lock_irqsave. */
+	spin_lock(lock);
+#else
 	unsigned long flags;
 
-	spin_lock_irqsave(lock, flags);
-	return flags;
+	local_irq_save(flags);
+	if (this_cpu_inc_return(dmlu_irq_state.count) == 1)
+		this_cpu_write(dmlu_irq_state.flags, flags);
+	spin_lock(lock);
+#endif
 }
 
-void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+void dmlu_spin_unlock_irq_enable(spinlock_t *lock)
 {
-	spin_unlock_irqrestore(lock, flags);
+	spin_unlock(lock);
+#ifndef CONFIG_PREEMPT_RT
+	if (this_cpu_dec_return(dmlu_irq_state.count) == 0)
+		local_irq_restore(this_cpu_read(dmlu_irq_state.flags));
+#endif
+}
+#endif
+
+bool dmlu_irqs_disabled(void)
+{
+	return irqs_disabled();
 }
 
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size)

@@ -504,6 +504,9 @@ impl<T: DirtyLog> Log<T> {
     }
 
     /// Raises a table event, so userspace (dmeventd) looks at the status.
+    ///
+    /// May sleep (device-mapper takes a mutex and calls the target's event
+    /// function): process context only, with no spinlock held.
     pub(crate) fn raise_event(&self) {
         // SAFETY: `target` is live while the log is (type invariant).
         unsafe { bindings::dmlu_target_event(self.target.as_ptr()) }

@@ -6,7 +6,7 @@
 //! `struct dm_dirty_log_type` whose operations call it. Each log the mirror
 //! target constructs is a [`Log<T>`]: the implementation's state plus what
 //! the abstraction owns for it (the target it serves, a device it holds, a
-//! delayed work item on a workqueue). The implementation never
+//! delayed work item on the type's workqueue). The implementation never
 //! holds a raw kernel handle, so none can outlive what it refers to.
 //!
 //! C header: [`include/linux/dm-dirty-log.h`](srctree/include/linux/dm-dirty-log.h)
@@ -120,7 +120,7 @@ pub(crate) trait DirtyLog: Sized + Send + Sync + 'static {
     }
 
     /// Runs the work scheduled with [`Log::schedule_deferred`], in process
-    /// context on the log's workqueue.
+    /// context on the type's workqueue.
     fn deferred(_log: &Log<Self>) {}
 }
 
@@ -133,6 +133,17 @@ pub(crate) trait DirtyLog: Sized + Send + Sync + 'static {
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: DirtyLog> {
     shared: T::Shared,
+    /// The workqueue the deferred work of every log of the type runs on.
+    ///
+    /// `WQ_MEM_RECLAIM`: `postsuspend` and `dtr` wait for a log's deferred
+    /// work to run, and reclaim may wait on writeback to that mirror, so the
+    /// work must not depend on creating a worker; the system workqueues have
+    /// no rescuer and cannot promise that. One for all logs, not one per log
+    /// as the C module has: a rescuer only steps in when no worker can be
+    /// created, and then runs the logs' work one at a time, which costs
+    /// little as every log's deferred work waits on the same thing, the one
+    /// log server; per-log queues would cost a rescuer thread per mirror.
+    queue: Arc<Workqueue>,
     #[pin]
     ty: Opaque<bindings::dm_dirty_log_type>,
 }
@@ -152,6 +163,7 @@ impl<T: DirtyLog> Registration<T> {
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             shared,
+            queue: Arc::new(Workqueue::new(kernel::c_str!("dmlogd"))?, GFP_KERNEL)?,
             ty <- compat::try_ffi_init(move |ty: *mut bindings::dm_dirty_log_type| {
                 // SAFETY: `ty` is the final, pinned location of the type. It is
                 // fully written before being registered; on failure it is left
@@ -248,10 +260,9 @@ impl<T: DirtyLog> Registration<T> {
             // SAFETY: `ti` is a live target, per the safety requirements.
             let target_sectors = unsafe { bindings::dmlu_target_len(ti) };
             let inner = T::new(&reg.shared, target_sectors, &args)?;
-            let queue = Arc::new(Workqueue::new(kernel::c_str!("dmlogd"))?, GFP_KERNEL)?;
             let log = KBox::pin_init(
                 WithDelayedWork::new(
-                    queue,
+                    reg.queue.clone(),
                     try_pin_init!(Instance {
                         target,
                         device: AtomicPtr::new(ptr::null_mut()),

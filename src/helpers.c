@@ -11,7 +11,9 @@
 #include <linux/jiffies.h>
 #include <linux/mempool.h>
 #include <linux/module.h>
+#include <linux/netlink.h>
 #include <linux/spinlock.h>
+#include <linux/user_namespace.h>
 #include <linux/workqueue.h>
 
 #include "../include/dm_log_userspace_bindings.h"
@@ -93,6 +95,16 @@ void dmlu_spin_unlock_irq_enable(spinlock_t *lock)
 bool dmlu_irqs_disabled(void)
 {
 	return irqs_disabled();
+}
+
+/*
+ * netlink_capable(skb, CAP_SYS_ADMIN), as rtnetlink and genetlink check
+ * their senders, for the parameters a connector callback gets in place of
+ * the skb.
+ */
+bool dmlu_netlink_capable(const struct netlink_skb_parms *nsp)
+{
+	return __netlink_ns_capable(nsp, &init_user_ns, CAP_SYS_ADMIN);
 }
 
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size)

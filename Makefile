@@ -6,12 +6,13 @@
 # The kernel to build against: the running one if it has Rust, else the
 # cached test kernel (built on first use).
 KDIR ?= $(shell scripts/default-kdir.sh)
-# The module must be built with the compiler of its kernel: clang (LLVM=1,
-# or a version suffix such as -19) for Rust kernels with KASAN.
-LLVM ?= -19
+# The module must be built with the compiler of its kernel: read from the
+# kernel's .config (empty for gcc, -<version> or 1 for clang).
+LLVM ?= $(shell scripts/kernel-llvm.sh $(KDIR))
 
 .PHONY: all module clippy tools check stress demo bench clean help
-.PHONY: install uninstall dkms dkms-uninstall htmldocs cluster-check
+.PHONY: install uninstall dkms dkms-uninstall htmldocs cluster-check fuzz-compare
+.PHONY: rust-headers deb deb-check
 
 all: module
 
@@ -47,11 +48,38 @@ bench:
 	scripts/deps.sh
 	scripts/bench.sh
 
+# Our module and the in-tree C module through the same hostile-reply
+# fuzzing, each in a boot of the debug kernel: KASAN reports, failed writes,
+# legs that lost acknowledged writes (table in out/fuzz-compare/figures.md).
+fuzz-compare:
+	scripts/deps.sh
+	scripts/fuzz-compare.sh
+
 # dm-ulogd --cluster on two QEMU guests sharing a disk, over corosync: join,
 # sync, cross reads, concurrent writes, a node killed and rejoining, and
 # IOPS per node (about 5 minutes under TCG; see scripts/cluster.sh).
 cluster-check:
 	scripts/cluster.sh
+
+# A distribution kernel's headers ship no Rust metadata of the kernel crate:
+# rebuild it from the kernel's source and .config with the kernel's own
+# rustc and bindgen, check it against the kernel's symbols, and install it
+# into KDIR (root). See scripts/rust-headers.sh --help.
+rust-headers:
+	scripts/rust-headers.sh $(RUST_HEADERS_FLAGS) $(KDIR)
+
+# The Debian packages dm-log-userspace-dkms and dm-ulogd (debian/), built
+# in place with dpkg-buildpackage (needs debhelper, dh-dkms, cargo and
+# librust-libc-dev: a Debian 13 or later system).
+deb:
+	dpkg-buildpackage -us -uc -b
+
+# The packages end to end on Debian's own 7.3 kernel in QEMU: built in a
+# trixie chroot, installed with apt (DKMS builds the module in the guest),
+# a mirror served by dm-ulogd, purged (scripts/deb-test.sh; long under TCG).
+deb-check:
+	scripts/deps.sh
+	scripts/deb-test.sh
 
 # Install the module to /lib/modules/<release of KDIR>/updates (ahead of the
 # in-tree C module), dm-ulogd, its systemd unit and man page; see
@@ -92,8 +120,15 @@ help:
 	@echo 'make demo        a userspace-log mirror end to end in QEMU'
 	@echo 'make bench       our module vs the C module and the kernel logs, in QEMU:'
 	@echo '                 out/bench/bench.md, .json, .png (DMLU_BENCH_QUICK=1: short run)'
+	@echo 'make fuzz-compare  our module and the C module under the same reply fuzzing:'
+	@echo '                 KASAN reports, failed writes, lost acknowledged writes'
 	@echo 'make cluster-check  dm-ulogd --cluster on two QEMU guests over corosync:'
 	@echo '                 a shared mirror, node killed and rejoining; out/cluster'
+	@echo 'make rust-headers  make a distribution kernel'"'"'s headers (KDIR) usable for'
+	@echo '                 Rust modules: rebuild and check the kernel crate'"'"'s metadata'
+	@echo 'make deb         the Debian packages (dpkg-buildpackage; on Debian 13+)'
+	@echo 'make deb-check   the packages installed, used and purged on Debian'"'"'s own'
+	@echo '                 7.3 kernel in QEMU (out/deb-7.3)'
 	@echo 'make install     install the module (for KDIR), dm-ulogd, its unit and man page'
 	@echo '                 (DESTDIR=, PREFIX=/usr/local); make uninstall removes them'
 	@echo 'make dkms        module sources to /usr/src for DKMS; make dkms-uninstall'

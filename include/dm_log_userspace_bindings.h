@@ -26,6 +26,8 @@ void dmlu_init_completion(struct completion *x);
 void dmlu_reinit_completion(struct completion *x);
 void dmlu_spin_lock_irq_disable(spinlock_t *lock);
 void dmlu_spin_unlock_irq_enable(spinlock_t *lock);
+bool dmlu_spin_trylock_irq_disable(spinlock_t *lock);
+void dmlu_spin_assert_is_held(spinlock_t *lock);
 bool dmlu_irqs_disabled(void);
 bool dmlu_netlink_capable(const struct netlink_skb_parms *nsp);
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size);

@@ -13,6 +13,8 @@ kdir=${1:?usage: build-module.sh <kdir> <outdir> [make args]}
 out=${2:?usage: build-module.sh <kdir> <outdir> [make args]}
 shift 2
 
+# The kernel's own compiler: LLVM= as its .config says.
+llvm=$("$TOP/scripts/kernel-llvm.sh" "$kdir")
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 rsync -a --delete --exclude '*.o' --exclude '*.ko' --exclude '.*.cmd' \
@@ -20,9 +22,9 @@ rsync -a --delete --exclude '*.o' --exclude '*.ko' --exclude '.*.cmd' \
 	"$TOP/Kbuild" "$TOP/VERSION" "$TOP/src" "$TOP/include" "$out/" 
 # Rebuild from scratch when the sources changed: Kbuild tracks them, but a
 # clean build also re-runs every lint.
-make -s -C "$kdir" M="$out" LLVM="$LLVM_SUFFIX" clean >/dev/null 2>&1 || true
+make -s -C "$kdir" M="$out" LLVM="$llvm" clean >/dev/null 2>&1 || true
 logf="$out/build.log"
-if ! make -C "$kdir" M="$out" LLVM="$LLVM_SUFFIX" "$@" modules >"$logf" 2>&1; then
+if ! make -C "$kdir" M="$out" LLVM="$llvm" "$@" modules >"$logf" 2>&1; then
 	cat "$logf" >&2
 	die "module build failed"
 fi

@@ -13,12 +13,17 @@ APT_PKGS=(
 	"libclang${LLVM_SUFFIX}-dev" "linux-source-${KERNEL_SERIES}"
 	# the guest: emulator and the programs the tests run inside it
 	qemu-system-x86 busybox-static dmsetup fio bash
+	# Debian's stock kernels: a chroot with their toolchain (scripts/stock-kernel.sh)
+	debootstrap
 	# documentation lint
 	python3-docutils
 	# the packaging tests (scripts/dkms-test.sh)
 	dkms
 	# the chart of `make bench` (scripts/bench-report.py)
 	gnuplot-nox
+	# LVM2's cmirrord, built from Debian's lvm2 source (scripts/cmirrord.sh),
+	# and the single-node corosync it runs on in the guest
+	dpkg-dev pkg-config libaio-dev libblkid-dev libcpg-dev libcorosync-common-dev corosync
 	"$@"
 )
 # dm-ulogd's `cluster` feature and the two-node cluster test: libcpg and

@@ -31,9 +31,13 @@ for word in $(cat /proc/cmdline); do
 	dmlu.env.*=*) word=${word#dmlu.env.}; export "${word%%=*}=${word#*=}" ;;
 	esac
 done
-export DMLU_MODULE=/lib/modules/dmlu/rust/dm-log-userspace.ko
-export DMLU_C_MODULE=/lib/modules/dmlu/c/dm-log-userspace.ko
+export DMLU_MODULE=${DMLU_MODULE:-/lib/modules/dmlu/rust/dm-log-userspace.ko}
+export DMLU_C_MODULE=${DMLU_C_MODULE:-/lib/modules/dmlu/c/dm-log-userspace.ko}
 export DM_DISABLE_UDEV=1
+# Modules the kernel has as modules rather than built in (rootfs.sh).
+if [ -f /etc/modules-preload ]; then
+	for m in $(cat /etc/modules-preload); do modprobe "$m" || echo "modprobe $m failed" >/dev/ttyS1; done
+fi
 
 run() {
 	echo "DMLU-GUEST-START mode=$mode kernel=$(uname -r) cpus=$(nproc)"

@@ -28,7 +28,7 @@ ok() { log "ok: $*"; }
 # environment, which may carry a DESTDIR of its own).
 mk() {
 	env -u DESTDIR -u PREFIX -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-		make -s -C "$TOP" KDIR="$kbuild" LLVM="$LLVM_SUFFIX" "$@"
+		make -s -C "$TOP" KDIR="$kbuild" "$@"
 }
 
 mk install DESTDIR="$root" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log" >&2; die "make install failed"; }

@@ -12,7 +12,7 @@
 #
 # Environment (the Makefile passes them; defaults in brackets):
 #   KDIR       kernel build tree the module was built against (install, uninstall)
-#   LLVM       the LLVM= setting the module was built with [-19]
+#   LLVM       the LLVM= setting the module was built with [KDIR's, from its .config]
 #   DESTDIR    staging root, prepended to every path []
 #   PREFIX     [/usr/local]; SBINDIR [$PREFIX/sbin]; MANDIR [$PREFIX/share/man];
 #   UNITDIR    [$PREFIX/lib/systemd/system]
@@ -22,7 +22,6 @@
 action=${1:?usage: install.sh install|uninstall|dkms|dkms-uninstall}
 NAME=dm-log-userspace
 VERSION=$(cat "$TOP/VERSION")
-LLVM=${LLVM:-$LLVM_SUFFIX}
 DESTDIR=${DESTDIR:-}
 # Kbuild runs modules_install from KDIR: a relative DESTDIR would land there.
 [ -n "$DESTDIR" ] && DESTDIR=$(realpath -m "$DESTDIR")
@@ -43,6 +42,7 @@ module_dir() {
 	[ -f "$rel" ] || die "$KDIR is not a configured kernel build tree (no $rel)"
 	KREL=$(cat "$rel")
 	MODDIR="$DESTDIR/lib/modules/$KREL"
+	[ -n "${LLVM+set}" ] || LLVM=$("$TOP/scripts/kernel-llvm.sh" "$KDIR")
 }
 
 # depmod for KREL. A staging DESTDIR lacks the kernel's modules.order and
@@ -127,7 +127,7 @@ do_uninstall() {
 # The files a module build needs, nothing else (no build products).
 dkms_files() {
 	local f
-	printf '%s\n' dkms.conf Kbuild VERSION scripts/dkms-make.sh src/helpers.c \
+	printf '%s\n' dkms.conf Kbuild VERSION scripts/dkms-make.sh scripts/kernel-llvm.sh src/helpers.c \
 		include/dm_log_userspace_bindings.h include/uapi/linux/dm-log-userspace.h
 	for f in "$TOP"/src/*.rs; do
 		[ "${f##*/}" = bindings_generated.rs ] || printf 'src/%s\n' "${f##*/}"

@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Print the path of Debian's linux-source tarball for a kernel series,
-# fetching it when it is not there. 6.12 is a plain package of Debian 12;
-# newer series come from trixie-backports, downloaded with a private apt
-# state so the machine's own sources are left alone.
+# fetching it when it is not there. A series the machine's own apt sources
+# have (6.12 on Debian 12) is installed with apt-get; any other comes from
+# the newest of trixie, trixie-backports, sid and experimental that has it,
+# downloaded with a private apt state (lib.sh: debian_apt) so the machine's
+# sources are left alone.
 #
 # Usage: scripts/kernel-source.sh <series>
 . "$(dirname "$0")/lib.sh"
@@ -32,19 +34,13 @@ if [ "$series" = "$KERNEL_SERIES" ] || apt-cache show "linux-source-$series" >/d
 	exit 0
 fi
 
-# Not in the machine's sources: fetch from trixie-backports.
-apt_dir="$CACHE/apt"
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$CACHE/debs"
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie-backports main\n' \
-	"$mirror" >"$apt_dir/sources.list"
-apt_opts=(-o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts=/dev/null
-	-o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::archives="$apt_dir/archives"
-	-o APT::Get::List-Cleanup=0)
-log "fetching linux-source-$series from trixie-backports"
-apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 || die "apt-get update (trixie-backports) failed"
-(cd "$apt_dir/archives" && apt-get "${apt_opts[@]}" download "linux-source-$series" >/dev/null 2>&1) \
-	|| die "linux-source-$series not found in trixie-backports"
-dpkg -x "$apt_dir"/archives/linux-source-"$series"_*.deb "$CACHE/debs"
-[ -f "$fetched" ] || die "linux-source-$series package holds no $fetched"
+log "fetching linux-source-$series (Debian: $DEBIAN_SUITES)"
+exec 8>"$CACHE/.kernel-source-$series.lock"
+flock 8
+if [ ! -f "$fetched" ]; then
+	deb=$(debian_download "linux-source-$series") \
+		|| die "linux-source-$series is in none of the Debian suites $DEBIAN_SUITES"
+	dpkg -x "$deb" "$CACHE/debs"
+fi
+[ -f "$fetched" ] || die "the linux-source-$series package holds no $fetched"
 printf '%s\n' "$fetched"

@@ -38,6 +38,15 @@ add_program /usr/bin/timeout /usr/bin/timeout
 add_program /bin/dd /usr/bin/dd
 add_program /usr/bin/kmod /usr/bin/kmod
 ln -sf kmod "$root/usr/bin/modinfo"
+# LVM2's cmirrord on a single-node corosync (tests-kselftest/cmirrord.sh).
+cmirrord=$("$TOP/scripts/cmirrord.sh")
+install -D -m 755 "$cmirrord/libdevmapper.so.1.02" "$root/lib/x86_64-linux-gnu/libdevmapper.so.1.02"
+add_program "$cmirrord/cmirrord" /usr/sbin/cmirrord
+for prog in corosync corosync-quorumtool corosync-cfgtool; do
+	add_program "/usr/sbin/$prog" "/usr/sbin/$prog"
+done
+mkdir -p "$root/etc/corosync/uidgid.d" "$root/var/lib/corosync" "$root/var/log/corosync"
+ln -s ../run "$root/var/run"
 
 for prog in "$tools"/*; do
 	[ -f "$prog" ] && [ -x "$prog" ] && install -m 755 "$prog" "$root/usr/bin/"
@@ -47,6 +56,14 @@ install -m 644 "$ko" "$root/lib/modules/dmlu/rust/dm-log-userspace.ko"
 for m in drivers/md/dm-log-userspace.ko drivers/block/brd.ko; do
 	[ -f "$kbuild/$m" ] && install -m 644 "$kbuild/$m" "$root/lib/modules/dmlu/c/"
 done
+
+# A kernel whose device-mapper, loop and brd are modules (Debian's): the
+# modules with their modules.dep, and the list guest-init.sh loads first.
+if [ -d "$kbuild/modules/lib/modules" ]; then
+	cp -a "$kbuild/modules/lib" "$root/"
+	install -m 644 "$kbuild/modules/preload" "$root/etc/modules-preload"
+	ln -sf kmod "$root/usr/bin/modprobe"
+fi
 
 cp -a "$kst" "$root/kselftest"
 install -m 755 "$TOP/scripts/guest-init.sh" "$root/init"

@@ -34,6 +34,7 @@ mod mempool;
 mod random;
 mod ratelimit;
 mod region_set;
+mod reply;
 mod table_args;
 mod time;
 mod transfer;
@@ -93,13 +94,13 @@ impl kernel::Module for DmLogUserspace {
 
 impl Drop for DmLogUserspace {
     fn drop(&mut self) {
-        let (unprivileged, malformed, unmatched) = self.connector.handler().refused_summary();
+        let refused = self.connector.handler().refused_summary();
         pr_info!(
             "version {} unloaded; messages ignored: {} unprivileged, {} malformed, {} unmatched\n",
             VERSION,
-            unprivileged,
-            malformed,
-            unmatched
+            refused.unprivileged,
+            refused.malformed,
+            refused.unmatched
         );
     }
 }

@@ -49,16 +49,18 @@ void dmlu_reinit_completion(struct completion *x)
 	reinit_completion(x);
 }
 
-#ifndef DMLU_KERNEL_7_3
+#ifndef DMLU_SPINLOCK_IRQ
 /*
- * spin_lock_irq_disable() and spin_unlock_irq_enable() as Linux 7.3 has
- * them, for the module's SpinLockIrq on 6.12: interrupt disabling is
- * counted, so the first lock taken on a CPU saves the interrupt state and
- * the last one released restores it, whatever order the guards are dropped
- * in (spin_unlock_irqrestore() restores the state its own lock saw, and
- * dropping the outer guard first would enable interrupts under the inner
- * lock). Interrupts stay disabled while the count is nonzero, so the task
- * cannot migrate and the per-CPU state is its own.
+ * spin_lock_irq_disable() and its siblings as Linux 7.3 has them, for the
+ * module's own SpinLockIrq on kernels whose Rust crate has none: interrupt
+ * disabling is counted, so the first lock taken on a CPU saves the
+ * interrupt state and the last one released restores it, whatever order
+ * the guards are dropped in (spin_unlock_irqrestore() restores the state
+ * its own lock saw, and dropping the outer guard first would enable
+ * interrupts under the inner lock). Interrupts stay disabled while the
+ * count is nonzero, so the task cannot migrate and the per-CPU state is its
+ * own. On PREEMPT_RT a spinlock_t sleeps and leaves interrupts alone, as
+ * spin_lock_irqsave() does there.
  */
 struct dmlu_irq_state {
 	unsigned int count;
@@ -67,28 +69,49 @@ struct dmlu_irq_state {
 
 static DEFINE_PER_CPU(struct dmlu_irq_state, dmlu_irq_state);
 
-void dmlu_spin_lock_irq_disable(spinlock_t *lock)
+static void dmlu_interrupt_disable(void)
 {
-#ifdef CONFIG_PREEMPT_RT
-	/* A sleeping lock that leaves interrupts alone, as spin_lock_irqsave. */
-	spin_lock(lock);
-#else
+#ifndef CONFIG_PREEMPT_RT
 	unsigned long flags;
 
 	local_irq_save(flags);
 	if (this_cpu_inc_return(dmlu_irq_state.count) == 1)
 		this_cpu_write(dmlu_irq_state.flags, flags);
-	spin_lock(lock);
 #endif
+}
+
+static void dmlu_interrupt_enable(void)
+{
+#ifndef CONFIG_PREEMPT_RT
+	if (this_cpu_dec_return(dmlu_irq_state.count) == 0)
+		local_irq_restore(this_cpu_read(dmlu_irq_state.flags));
+#endif
+}
+
+void dmlu_spin_lock_irq_disable(spinlock_t *lock)
+{
+	dmlu_interrupt_disable();
+	spin_lock(lock);
 }
 
 void dmlu_spin_unlock_irq_enable(spinlock_t *lock)
 {
 	spin_unlock(lock);
-#ifndef CONFIG_PREEMPT_RT
-	if (this_cpu_dec_return(dmlu_irq_state.count) == 0)
-		local_irq_restore(this_cpu_read(dmlu_irq_state.flags));
-#endif
+	dmlu_interrupt_enable();
+}
+
+bool dmlu_spin_trylock_irq_disable(spinlock_t *lock)
+{
+	dmlu_interrupt_disable();
+	if (spin_trylock(lock))
+		return true;
+	dmlu_interrupt_enable();
+	return false;
+}
+
+void dmlu_spin_assert_is_held(spinlock_t *lock)
+{
+	lockdep_assert_held(lock);
 }
 #endif
 
@@ -118,11 +141,12 @@ void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp)
 }
 
 /*
- * Linux 7.3 wants every workqueue to say WQ_PERCPU or WQ_UNBOUND (and warns
- * otherwise); 6.12 has no WQ_PERCPU, per-cpu being its default. The C module
- * asks for a per-cpu one too.
+ * Newer kernels want every workqueue to say WQ_PERCPU or WQ_UNBOUND (and
+ * warn otherwise); older ones have no WQ_PERCPU, per-cpu being their
+ * default. Kbuild defines DMLU_WQ_PERCPU when the kernel has it (an enum,
+ * invisible to #ifdef). The C module asks for a per-cpu one too.
  */
-#ifdef DMLU_KERNEL_7_3
+#ifdef DMLU_WQ_PERCPU
 #define DMLU_WQ_FLAGS (WQ_MEM_RECLAIM | WQ_PERCPU)
 #else
 #define DMLU_WQ_FLAGS WQ_MEM_RECLAIM

@@ -208,7 +208,7 @@ mod table_args {
         let mut out = [0u8; MAX_REQUEST_PAYLOAD];
         let args: &[&[u8]] = &[b"LVM-x", b"clustered-core", b"1024"];
         let n = ctr(args, 131072, &mut out).unwrap_or(0);
-        assert_eq!(&out[..n], b"131072 clustered-core 1024\0");
+        assert_eq!(&out[..n], b"131072 clustered-core 1024");
     }
 
     #[test]
@@ -219,7 +219,7 @@ mod table_args {
         assert!(t.is_ok_and(|t| t.server_args == [&b"clustered-core"[..], b"1024"]));
         let mut out = [0u8; MAX_REQUEST_PAYLOAD];
         let n = ctr(args, 8, &mut out).unwrap_or(0);
-        assert_eq!(&out[..n], b"8 clustered-core 1024\0");
+        assert_eq!(&out[..n], b"8 clustered-core 1024");
         let plain: &[&[u8]] = &[b"u", b"clustered-core", b"integrated_flush"];
         assert!(TableArgs::parse(plain).is_ok_and(|t| !t.integrated_flush));
     }
@@ -243,7 +243,7 @@ mod table_args {
         let mut out = [0u8; MAX_REQUEST_PAYLOAD];
         assert_eq!(
             ctr(&[b"u", b"core", &big[..]], 1, &mut out),
-            Err(ArgsError::CtrTooLong(408))
+            Err(ArgsError::CtrTooLong(407))
         );
     }
 
@@ -266,7 +266,7 @@ mod table_args {
             line.bytes(),
             b"userspace 4 UUID integrated_flush clustered-core 1024 "
         );
-        assert_eq!(ctr_server_args(b"12 a b\0"), b"a b");
+        assert_eq!(ctr_server_args(b"12 a b"), b"a b");
         assert_eq!(ctr_server_args(b"12"), b"");
     }
 }

@@ -20,9 +20,9 @@ use crate::in_sync_memo::InSyncMemo;
 use crate::mempool::PooledQueue;
 use crate::ratelimit::Ratelimit;
 use crate::region_set::{words_for, RegionSet};
-use crate::table_args::{ctr_server_args, write_table_line, TableArgs};
+use crate::table_args::{ctr_server_args, write_printable, write_table_line, TableArgs};
 use crate::time::{jiffies, msecs_to_jiffies, msleep};
-use crate::transfer::{Channel, GroupFailure, Lane, LogId, Transfer, WINDOW};
+use crate::transfer::{Channel, GroupFailure, Lane, LogId, Transfer, MAX_REPLY_CAPACITY, WINDOW};
 use crate::wire::{
     payload_i64, payload_u64, put_words, RequestType, MAX_DEVICE_NAME, MAX_GROUP_REGIONS,
     MAX_REQUEST_PAYLOAD,
@@ -56,7 +56,12 @@ const REMOTE_RECOVERING_MS: u32 = 250;
 const CLEAR_RESERVE: i32 = MAX_GROUP_REGIONS as i32;
 
 /// Longest status line taken from a server.
-const MAX_STATUS: usize = 1024;
+const MAX_STATUS: usize = MAX_REPLY_CAPACITY;
+
+/// First and longest pause between attempts at a question that must be
+/// answered (see [`UserspaceLog::until_answered`]).
+const ASK_AGAIN_MIN_MS: u32 = 100;
+const ASK_AGAIN_MAX_MS: u32 = 5000;
 
 /// What every userspace log shares: the transfer state, and the source of
 /// local unique ids.
@@ -138,6 +143,18 @@ impl RegionSource for InFlightMarks<'_> {
     }
 }
 
+/// What a log did, reported when it is destroyed.
+#[derive(Default)]
+struct LogStats {
+    /// Clears dropped for want of memory.
+    dropped_clears: AtomicU64,
+    /// Flushes that sent requests, and the round trips they waited for.
+    flushes: AtomicU64,
+    flush_round_trips: AtomicU64,
+    /// Questions asked again after the server refused them.
+    asked_again: AtomicU64,
+}
+
 /// A `userspace` dirty log.
 #[pin_data]
 pub(crate) struct UserspaceLog {
@@ -146,7 +163,7 @@ pub(crate) struct UserspaceLog {
     /// Number of table arguments, repeated by status TABLE.
     argc: usize,
     integrated_flush: bool,
-    /// The CTR payload, `"<sectors> <server args>"`, NUL included.
+    /// The CTR payload, `"<sectors> <server args>"` (no NUL).
     ctr: KVec<u8>,
     region_size: AtomicU32,
     region_count: AtomicU64,
@@ -158,10 +175,10 @@ pub(crate) struct UserspaceLog {
     /// IN_SYNC answers of the mirror thread's current pass.
     #[pin]
     in_sync_memo: SpinLock<InSyncMemo>,
-    dropped_clears: AtomicU64,
-    /// Flushes that sent requests, and the round trips they waited for.
-    flushes: AtomicU64,
-    flush_round_trips: AtomicU64,
+    /// What the log did, for its destruction message.
+    stats: LogStats,
+    /// The server's last sync count, shown when it cannot be asked.
+    last_sync_count: AtomicU64,
     noisy: Ratelimit,
 }
 
@@ -217,28 +234,49 @@ impl UserspaceLog {
         }
     }
 
-    /// Asks a question about `region` whose answer is an `i64` 0 or 1.
+    /// Asks a question about `region` whose answer is an `i64` 0 or 1 (the
+    /// transfer layer takes no other).
     fn ask_flag(&self, kind: RequestType, region: u64) -> Result<bool> {
         let mut reply = [0u8; 8];
         let mut lane = self.channel.lane();
         self.do_request(&mut lane, kind, &region.to_ne_bytes(), &mut reply)?;
-        match payload_i64(&reply, 0) {
-            Some(0) => Ok(false),
-            Some(1) => Ok(true),
-            other => self.bad_reply(kind, other),
-        }
+        Ok(payload_i64(&reply, 0) == Some(1))
     }
 
-    fn bad_reply<T>(&self, kind: RequestType, value: impl core::fmt::Debug) -> Result<T> {
-        if self.noisy.allow() {
-            pr_err!(
-                "[{}] bad reply to {}: {:?}\n",
-                self.channel.id().short(),
-                kind.name(),
-                value
-            );
+    /// Makes request `kind` about `region` through `ask` until the server
+    /// grants it, pausing longer after each refusal. For the two questions
+    /// whose failure dm-raid1 cannot take without losing redundancy: an
+    /// IN_SYNC it cannot get sends a write to the default leg only, and a
+    /// SET_REGION_SYNC to 0 it cannot make leaves a region that missed a
+    /// write counted in sync. Writes wait instead, as they do while no
+    /// server answers at all.
+    fn until_answered<T>(
+        &self,
+        kind: RequestType,
+        region: u64,
+        mut ask: impl FnMut() -> Result<T>,
+    ) -> T {
+        let mut pause = ASK_AGAIN_MIN_MS;
+        loop {
+            match ask() {
+                Ok(answer) => return answer,
+                Err(e) => {
+                    self.stats.asked_again.fetch_add(1, Ordering::Relaxed);
+                    if self.noisy.allow() {
+                        pr_err!(
+                            "[{}] {} of region {} failed: {:?}; asking again in {} ms (the mirror waits)\n",
+                            self.channel.id().short(),
+                            kind.name(),
+                            region,
+                            e,
+                            pause
+                        );
+                    }
+                    msleep(pause);
+                    pause = (pause * 2).min(ASK_AGAIN_MAX_MS);
+                }
+            }
         }
-        Err(EPROTO())
     }
 
     /// The second half of `start`, after the server accepted CTR: anything
@@ -278,6 +316,7 @@ impl UserspaceLog {
             .store(geometry.region_size, Ordering::Relaxed);
         self.region_count
             .store(geometry.region_count, Ordering::Relaxed);
+        self.channel.set_region_count(geometry.region_count);
         // The empty bitmaps replaced own no memory: dropping them under the
         // spinlock frees nothing.
         *self.marks.lock() = marks;
@@ -390,9 +429,8 @@ impl DirtyLog for UserspaceLog {
             clears <- PooledQueue::new(CLEAR_RESERVE),
             hints: RecoveryHints::new(),
             in_sync_memo <- new_spinlock!(InSyncMemo::new(), "dm_log_userspace:in_sync_memo"),
-            dropped_clears: AtomicU64::new(0),
-            flushes: AtomicU64::new(0),
-            flush_round_trips: AtomicU64::new(0),
+            stats: LogStats::default(),
+            last_sync_count: AtomicU64::new(0),
             noisy: Ratelimit::new(),
         }? Error))
     }
@@ -414,13 +452,6 @@ impl DirtyLog for UserspaceLog {
                         e
                     );
                 }
-                if e == EPROTO() || e == ENOSPC {
-                    // A malformed or oversized answer: the server holds
-                    // the log.
-                    let _ = log
-                        .channel
-                        .request(&mut lane, RequestType::Dtr, &[], &mut []);
-                }
             })?;
         let r = log.configure(log, ctr, &mut lane, &dev[..len]);
         if r.is_err() {
@@ -438,17 +469,19 @@ impl DirtyLog for UserspaceLog {
         let _ = log
             .channel
             .request(&mut lane, RequestType::Dtr, &[], &mut []);
-        let (requests, round_trips, timeouts, nomem) = log.channel.counters();
+        let c = log.channel.counters();
         pr_info!(
-            "[{}] destroyed: {} requests in {} round trips; {} flushes in {} round trips; {} timeouts, {} clears dropped, {} sends retried for memory\n",
+            "[{}] destroyed: {} requests in {} round trips; {} flushes in {} round trips; {} timeouts, {} clears dropped, {} sends retried for memory, {} for buffer space, {} refused questions asked again\n",
             log.channel.id().short(),
-            requests,
-            round_trips,
-            log.flushes.load(Ordering::Relaxed),
-            log.flush_round_trips.load(Ordering::Relaxed),
-            timeouts,
-            log.dropped_clears.load(Ordering::Relaxed),
-            nomem
+            c.requests,
+            c.round_trips,
+            log.stats.flushes.load(Ordering::Relaxed),
+            log.stats.flush_round_trips.load(Ordering::Relaxed),
+            c.timeouts,
+            log.stats.dropped_clears.load(Ordering::Relaxed),
+            c.nomem_retries,
+            c.nobufs_retries,
+            log.stats.asked_again.load(Ordering::Relaxed)
         );
     }
 
@@ -496,7 +529,9 @@ impl DirtyLog for UserspaceLog {
         if let Some(in_sync) = log.in_sync_memo.lock().get(region) {
             return Ok(in_sync);
         }
-        let in_sync = log.ask_flag(RequestType::InSync, region).unwrap_or(false);
+        let in_sync = log.until_answered(RequestType::InSync, region, || {
+            log.ask_flag(RequestType::InSync, region)
+        });
         log.in_sync_memo.lock().put(region, in_sync);
         Ok(in_sync)
     }
@@ -505,6 +540,12 @@ impl DirtyLog for UserspaceLog {
         // The mirror's thread ends each pass with a flush (and starts the
         // next with one): its answers go with it.
         log.in_sync_memo.lock().clear();
+        // The mirror's thread is the one that marks and clears: nothing can
+        // be added behind this check. With nothing to send, do not wait for
+        // the lane a slow status or lazy FLUSH may hold.
+        if log.marks.lock().pending.is_empty() && log.clears.is_empty() {
+            return Ok(());
+        }
         let mut lane = log.channel.lane();
         {
             // `in_flight` is empty, as every flush ends by emptying it:
@@ -520,13 +561,14 @@ impl DirtyLog for UserspaceLog {
             next: Some(0),
         };
         let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
-        let (requests_before, trips_before, _, _) = log.channel.counters();
+        let before = log.channel.counters();
         let r = log.send_plan(&mut lane, &mut plan);
-        let (requests_after, trips_after, _, _) = log.channel.counters();
-        if requests_after != requests_before {
-            log.flushes.fetch_add(1, Ordering::Relaxed);
-            log.flush_round_trips
-                .fetch_add(trips_after - trips_before, Ordering::Relaxed);
+        let after = log.channel.counters();
+        if after.requests != before.requests {
+            log.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            log.stats
+                .flush_round_trips
+                .fetch_add(after.round_trips - before.round_trips, Ordering::Relaxed);
         }
         // One bounded step per lock hold, as above.
         let mut step = Some(0);
@@ -575,7 +617,7 @@ impl DirtyLog for UserspaceLog {
     fn clear_region(log: &Log<Self>, region: u64) {
         if log.clears.try_push(region).is_err() {
             // Costs only a resync of the region when the mirror restarts.
-            log.dropped_clears.fetch_add(1, Ordering::Relaxed);
+            log.stats.dropped_clears.fetch_add(1, Ordering::Relaxed);
             if log.noisy.allow() {
                 pr_err!(
                     "[{}] failed to allocate memory to clear region\n",
@@ -593,10 +635,10 @@ impl DirtyLog for UserspaceLog {
         let mut reply = [0u8; 16];
         let mut lane = log.channel.lane();
         log.do_request(&mut lane, RequestType::GetResyncWork, &[], &mut reply)?;
+        // The transfer layer took only "none" or a region of this log.
         match (payload_i64(&reply, 0), payload_u64(&reply, 1)) {
-            (Some(0), _) => Ok(None),
-            (Some(1), Some(r)) if r < count => Ok(Some(r)),
-            other => log.bad_reply(RequestType::GetResyncWork, other),
+            (Some(1), Some(r)) => Ok(Some(r)),
+            _ => Ok(None),
         }
     }
 
@@ -604,29 +646,40 @@ impl DirtyLog for UserspaceLog {
         log.in_sync_memo.lock().forget(region);
         let mut data = [0u8; 16];
         let _ = put_words(&mut data, &[region, u64::from(in_sync)]);
-        let mut lane = log.channel.lane();
-        // Cannot fail by contract; a lost update only costs a resync.
-        let _ = log.do_request(&mut lane, RequestType::SetRegionSync, &data, &mut []);
+        let set = || {
+            let mut lane = log.channel.lane();
+            log.do_request(&mut lane, RequestType::SetRegionSync, &data, &mut [])
+        };
+        if in_sync {
+            // A lost update only costs the region another resync.
+            let _ = set();
+        } else {
+            log.until_answered(RequestType::SetRegionSync, region, set);
+        }
     }
 
     fn sync_count(log: &Log<Self>) -> u64 {
         let mut reply = [0u8; 8];
         let mut lane = log.channel.lane();
-        if log
-            .do_request(&mut lane, RequestType::GetSyncCount, &[], &mut reply)
-            .is_err()
-        {
-            return 0;
+        if let Err(e) = log.do_request(&mut lane, RequestType::GetSyncCount, &[], &mut reply) {
+            // The status line shows the last count the server gave, not 0:
+            // a refused question says nothing about the regions.
+            let last = log.last_sync_count.load(Ordering::Relaxed);
+            if log.noisy.allow() {
+                pr_warn!(
+                    "[{}] GET_SYNC_COUNT failed: {:?}; the last count, {}, stands\n",
+                    log.channel.id().short(),
+                    e,
+                    last
+                );
+            }
+            return last;
         }
         drop(lane);
-        let count = log.region_count();
+        // The transfer layer took no count above the log's regions.
         let synced = u64::from_ne_bytes(reply);
-        if synced > count {
-            return log
-                .bad_reply::<u64>(RequestType::GetSyncCount, synced)
-                .unwrap_or(0);
-        }
-        log.hints.note_sync_count(synced, count);
+        log.last_sync_count.store(synced, Ordering::Relaxed);
+        log.hints.note_sync_count(synced, log.region_count());
         synced
     }
 
@@ -644,7 +697,9 @@ impl DirtyLog for UserspaceLog {
                         Some((buf, len))
                     });
                 match text {
-                    Some((buf, len)) => out.write_bytes(&buf[..len]),
+                    Some((buf, len)) => {
+                        let _ = write_printable(out, &buf[..len]);
+                    }
                     None => {
                         let _ = write!(out, "{} 1 COM_FAILURE", TYPE);
                     }

@@ -115,11 +115,17 @@ impl<T: Copy + Send + 'static> PooledQueue<T> {
         Ok(())
     }
 
+    /// Whether no value is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chain.lock().head.is_null()
+    }
+
     /// Takes every queued value, oldest first. The nodes go back to the pool
     /// as the returned iterator advances (or drops).
     pub(crate) fn take_all(&self) -> Drain<'_, T> {
         let mut chain = self.chain.lock();
-        let head = mem::take(&mut chain.head);
+        let head = chain.head;
+        chain.head = ptr::null_mut();
         chain.tail = ptr::null_mut();
         Drain {
             pool: self.pool.get(),

@@ -96,8 +96,7 @@ impl<S: DerefMut<Target = [u64]>> RegionSet<S> {
     }
 
     /// Whether the set is empty.
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.summary.iter().all(|&s| s == 0)
     }
 
@@ -223,7 +222,7 @@ mod tests {
             let (n, resume) = s.fill_from(f, &mut out);
             got.extend_from_slice(&out[..n]);
             assert!(
-                resume.map_or(true, |r| r > f || n > 0),
+                resume.is_none_or(|r| r > f || n > 0),
                 "no progress at {f}"
             );
             next = resume;
@@ -242,7 +241,7 @@ mod tests {
         let mut n = 0;
         while let Some(from) = next {
             next = step(from);
-            assert!(next.map_or(true, |s| s > from), "no progress at {from}");
+            assert!(next.is_none_or(|s| s > from), "no progress at {from}");
             n += 1;
         }
         n

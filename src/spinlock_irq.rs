@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A spinlock that also disables interrupts while held, as a [`Backend`] of
-//! the kernel crate's generic [`Lock`]. Linux 6.12's `SpinLock` has no
-//! irq-safe variant; 7.3's `kernel::sync::SpinLockIrq` is used there instead
-//! (see `compat.rs`, which builds this file for 6.12 only), and this one
-//! behaves as it does: interrupt disabling is counted per CPU, so guards may
-//! be dropped in any order.
+//! the kernel crate's generic [`Lock`], for kernels whose crate has none
+//! (Linux 6.12's `SpinLock` has no irq-safe variant). Where the kernel has
+//! `kernel::sync::SpinLockIrq` (7.3) it is used instead: `compat.rs` builds
+//! this file only without it (the `spinlock_irq` probe). This one behaves
+//! as the kernel's does: interrupt disabling is counted per CPU, so guards
+//! may be dropped in any order.
 //!
 //! C header: [`include/linux/spinlock.h`](srctree/include/linux/spinlock.h)
 
@@ -66,6 +67,23 @@ unsafe impl Backend for SpinLockIrqBackend {
         // the CPU that took the lock (interrupts stayed disabled since), whose
         // count `lock` raised.
         unsafe { bindings::dmlu_spin_unlock_irq_enable(ptr) }
+    }
+
+    // Required by the `Backend` of newer kernels (see `compat.rs`).
+    #[cfg(dmlu_lock_try_lock)]
+    unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
+        // SAFETY: The safety requirements of this function ensure that `ptr`
+        // points to a valid, initialised `spinlock_t`. On success the count
+        // is raised as by `lock`, which `unlock` lowers; on failure the
+        // helper has lowered it again.
+        unsafe { bindings::dmlu_spin_trylock_irq_disable(ptr) }.then_some(())
+    }
+
+    #[cfg(dmlu_lock_assert_is_held)]
+    unsafe fn assert_is_held(ptr: *mut Self::State) {
+        // SAFETY: The safety requirements of this function ensure that `ptr`
+        // points to a valid, initialised `spinlock_t`.
+        unsafe { bindings::dmlu_spin_assert_is_held(ptr) }
     }
 }
 

@@ -77,8 +77,9 @@ impl<'a> TableArgs<'a> {
         })
     }
 
-    /// Writes the CTR payload, `"<target sectors> <server args>"` and a NUL,
-    /// into `out`; returns its length (NUL included).
+    /// Writes the CTR payload, `"<target sectors> <server args>"`, into
+    /// `out`; returns its length. No NUL follows, as from the C module
+    /// (servers take the payload's length as the string's).
     pub(crate) fn write_ctr_string(
         &self,
         target_sectors: u64,
@@ -95,7 +96,6 @@ impl<'a> TableArgs<'a> {
             w.push(b" ");
             w.push(arg);
         }
-        w.push(b"\0");
         match w.overflow {
             0 => Ok(w.len),
             extra => Err(ArgsError::CtrTooLong(w.len + extra)),
@@ -106,9 +106,8 @@ impl<'a> TableArgs<'a> {
 /// The server arguments inside a CTR string: everything after the first
 /// space (the target length comes first).
 pub(crate) fn ctr_server_args(ctr: &[u8]) -> &[u8] {
-    let text = ctr.split(|&b| b == 0).next().unwrap_or(&[]);
-    match text.iter().position(|&b| b == b' ') {
-        Some(i) => &text[i + 1..],
+    match ctr.iter().position(|&b| b == b' ') {
+        Some(i) => &ctr[i + 1..],
         None => &[],
     }
 }
@@ -125,18 +124,19 @@ pub(crate) fn write_table_line(
     server_args: &[u8],
 ) -> fmt::Result {
     write!(out, "{type_name} {argc} ")?;
-    write_bytes(out, uuid)?;
+    write_printable(out, uuid)?;
     out.write_str(" ")?;
     if integrated_flush {
         out.write_str("integrated_flush ")?;
     }
-    write_bytes(out, server_args)?;
+    write_printable(out, server_args)?;
     out.write_str(" ")
 }
 
-/// Writes bytes that came from a table as text: device-mapper splits tables
-/// on spaces, so they are printable ASCII in practice; anything else is `?`.
-fn write_bytes(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
+/// Writes bytes from a table or a server as one line of text: printable
+/// ASCII and spaces as they are, anything else (a NUL, a newline, garbage
+/// from a broken server) as `?`.
+pub(crate) fn write_printable(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
     for &b in bytes {
         let c = if b == b' ' || b.is_ascii_graphic() {
             char::from(b)
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn ctr_string_puts_the_length_first_and_strips_the_uuid() {
         let args: &[&[u8]] = &[b"LVM-x", b"clustered-core", b"1024"];
-        assert_eq!(ctr(args, 131072).unwrap(), b"131072 clustered-core 1024\0");
+        assert_eq!(ctr(args, 131072).unwrap(), b"131072 clustered-core 1024");
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
         assert!(t.integrated_flush);
         assert_eq!(t.argc, 4);
         assert_eq!(t.server_args, &[&b"clustered-core"[..], b"1024"]);
-        assert_eq!(ctr(args, 8).unwrap(), b"8 clustered-core 1024\0");
+        assert_eq!(ctr(args, 8).unwrap(), b"8 clustered-core 1024");
         let plain: &[&[u8]] = &[b"u", b"clustered-core", b"integrated_flush"];
         assert!(!TableArgs::parse(plain).unwrap().integrated_flush);
     }
@@ -221,8 +221,27 @@ mod tests {
         let big = [b'x'; 400];
         assert!(matches!(
             ctr(&[b"u", b"core", &big[..]], 1),
-            Err(ArgsError::CtrTooLong(408))
+            Err(ArgsError::CtrTooLong(407))
         ));
+    }
+
+    /// Upstream's "reserve space for NUL-terminator in
+    /// build_constructor_string()": the string that just fits, and one byte
+    /// more, whatever the width of the target length.
+    #[test]
+    fn a_ctr_string_of_exactly_the_limit_fits_and_one_byte_more_does_not() {
+        for sectors in [1u64, 131072, u64::MAX] {
+            let head = format!("{sectors} core ").len();
+            let fill = vec![b'y'; MAX_REQUEST_PAYLOAD - head];
+            let s = ctr(&[b"u", b"core", &fill[..]], sectors).unwrap();
+            assert_eq!(s.len(), MAX_REQUEST_PAYLOAD);
+            assert_eq!(s.last(), Some(&b'y'));
+            let over = vec![b'y'; MAX_REQUEST_PAYLOAD - head + 1];
+            assert_eq!(
+                ctr(&[b"u", b"core", &over[..]], sectors),
+                Err(ArgsError::CtrTooLong(MAX_REQUEST_PAYLOAD + 1))
+            );
+        }
     }
 
     #[test]
@@ -241,7 +260,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, "userspace 4 UUID integrated_flush clustered-core 1024 ");
-        assert_eq!(ctr_server_args(b"12 a b\0"), b"a b");
+        assert_eq!(ctr_server_args(b"12 a b"), b"a b");
         assert_eq!(ctr_server_args(b"12"), b"");
     }
 }

@@ -6,26 +6,27 @@
 //! Every request gets a fresh sequence number and a waiter: a [`Slot`] with a
 //! completion and a reply buffer, entered in the module-wide waiting list.
 //! The connector callback ([`Transfer::receive`]) looks a reply up by
-//! sequence number, checks that it answers that request (same log, same
-//! type, sizes consistent), copies it into the slot and completes it. A
-//! request unanswered after 15 s is sent again with a new sequence number,
-//! forever; a late reply to the old number then finds no waiter. An `EAGAIN`
-//! answer resends too.
+//! sequence number and completes the request only with a well-formed answer
+//! to it (`reply.rs`); anything else is dropped, counted and logged, and the
+//! request goes on waiting. A request unanswered after 15 s is sent again
+//! with a new sequence number, forever; a late reply to the old number then
+//! finds no waiter. An `EAGAIN` answer resends too.
 //!
 //! Each log has a [`Channel`] whose lane (a mutex) serialises its requests and
 //! holds [`WINDOW`] slots, so that a flush can have all its requests in
 //! flight at once: the server handles them in order, and the flush waits for
 //! one round trip instead of one per request.
 
-use crate::compat::{is_enobufs, EPROTO};
+use crate::compat::is_enobufs;
 use crate::completion::Completion;
 use crate::connector::{self, Handler, Received};
 use crate::flush_plan::Group;
 use crate::ratelimit::Ratelimit;
+use crate::reply::{self, Answer, Expected};
 use crate::time::{jiffies, msecs_to_jiffies, msleep, Jiffies};
 use crate::wire::{
-    put_words, CnHeader, Message, ParseError, RequestHeader, RequestType, HEADER_SIZE,
-    MAX_DEVICE_NAME, MAX_GROUP_REGIONS, MAX_REQUEST_PAYLOAD, UUID_LEN,
+    put_words, CnHeader, Message, RequestHeader, RequestType, HEADER_SIZE, MAX_GROUP_REGIONS,
+    MAX_REQUEST_PAYLOAD, UUID_LEN,
 };
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -48,19 +49,25 @@ pub(crate) const WINDOW: usize = 8;
 /// may drop messages, and a server may die holding a request.
 const RETRY_TIMEOUT_MS: u32 = 15_000;
 
-/// Largest `errno` a reply may carry (`MAX_ERRNO`).
-const MAX_ERRNO: u32 = 4095;
+/// Reply bytes the slot of single requests holds: the longest reply kept
+/// (a status line; a CTR reply's device name is at most 128). Allocated with
+/// the slot, so that no request allocates while the log's lane is held.
+pub(crate) const MAX_REPLY_CAPACITY: usize = 1024;
 
-/// Reply bytes a slot holds unless a caller asks for more (status lines).
-const SLOT_CAPACITY: usize = MAX_DEVICE_NAME;
-
-/// Largest reply a caller may ask room for.
-const MAX_REPLY_CAPACITY: usize = 4096;
+// `reply.rs` spells the errno values it checks for itself (it is compiled
+// on the host too): they must be the kernel's.
+const _: () = assert!(reply::EAGAIN == crate::bindings::EAGAIN);
+const _: () = assert!(reply::MAX_ERRNO as u64 == crate::bindings::DMLU_MAX_ERRNO as u64);
 
 /// A message that cannot be allocated is tried again this many times, this
 /// many milliseconds apart (1 s in all), before its request fails.
 const SEND_NOMEM_RETRIES: u32 = 100;
 const SEND_NOMEM_DELAY_MS: u32 = 10;
+
+/// A message a listener had no room for (`ENOBUFS`) is sent again at once,
+/// this many times, 2, 4, ... 64 ms apart; after that the resend timeout
+/// covers it.
+const SEND_NOBUFS_RETRIES: u32 = 6;
 
 /// When a request sent now times out.
 fn retry_deadline() -> Jiffies {
@@ -108,19 +115,16 @@ impl fmt::Display for ShortUuid<'_> {
 enum Outcome {
     /// Nothing yet.
     Pending,
-    /// A full reply: the server's `error` and `len` payload bytes.
-    Reply { error: i32, len: usize },
-    /// An ack-only reply with a positive errno (0: success, no data).
-    Ack(u32),
-    /// A reply to this request whose `data_size` disagrees with its length.
-    Malformed { data_size: u32, present: usize },
+    /// A well-formed answer; for [`Answer::Data`], the bytes kept in the
+    /// slot (a longer status line is cut to the slot's capacity).
+    Answered(Answer),
 }
 
 /// A slot's reply state.
 ///
 /// # Invariants
 ///
-/// `buf.len()` is the slot's capacity, fixed between requests.
+/// `buf.len()` is the slot's capacity, fixed when the slot is made.
 struct SlotState {
     outcome: Outcome,
     buf: KVec<u8>,
@@ -139,8 +143,10 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn new(id: &LogId) -> Result<Arc<Self>> {
-        let buf = KVec::from_elem(0u8, SLOT_CAPACITY, GFP_KERNEL)?;
+    /// A slot for the requests of log `id` whose replies carry at most
+    /// `capacity` bytes.
+    fn new(id: &LogId, capacity: usize) -> Result<Arc<Self>> {
+        let buf = KVec::from_elem(0u8, capacity, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 luid: id.luid,
@@ -151,16 +157,6 @@ impl Slot {
             GFP_KERNEL,
         )
     }
-
-    /// Makes room for replies of `capacity` bytes.
-    fn ensure_capacity(&self, capacity: usize) -> Result {
-        if self.state.lock().buf.len() >= capacity {
-            return Ok(());
-        }
-        let bigger = KVec::from_elem(0u8, capacity, GFP_KERNEL)?;
-        self.state.lock().buf = bigger;
-        Ok(())
-    }
 }
 
 /// A request waiting for its reply.
@@ -168,6 +164,9 @@ impl Slot {
 struct Waiting {
     seq: u32,
     kind: RequestType,
+    /// The log's region count when the request was sent, which bounds the
+    /// regions and counts an answer may name.
+    region_count: u64,
     slot: Arc<Slot>,
 }
 
@@ -230,13 +229,13 @@ impl Transfer {
         })
     }
 
-    /// One line on what the callback refused, for the unload message.
-    pub(crate) fn refused_summary(&self) -> (u64, u64, u64) {
-        (
-            self.refused.unprivileged.load(Ordering::Relaxed),
-            self.refused.malformed.load(Ordering::Relaxed),
-            self.refused.unmatched.load(Ordering::Relaxed),
-        )
+    /// What the callback refused so far, for the unload message.
+    pub(crate) fn refused_summary(&self) -> RefusedCounts {
+        RefusedCounts {
+            unprivileged: self.refused.unprivileged.load(Ordering::Relaxed),
+            malformed: self.refused.malformed.load(Ordering::Relaxed),
+            unmatched: self.refused.unmatched.load(Ordering::Relaxed),
+        }
     }
 
     /// Handles one message from userspace (the connector callback).
@@ -249,38 +248,26 @@ impl Transfer {
             return;
         }
         match Message::parse(&msg.header, msg.body) {
-            Ok(Message::Ack { seq, ack }) => self.deliver(seq, None, Outcome::Ack(ack), &[]),
-            Ok(Message::Request { header, data }) => {
-                let outcome = Outcome::Reply {
-                    error: header.error,
-                    len: data.len(),
-                };
-                self.deliver(header.seq, Some(&header), outcome, data);
-            }
-            Err(ParseError::DataSizeMismatch { data_size, present }) => {
-                // The header is whole; fail the request it answers, if any.
-                if let Some(header) = RequestHeader::decode(msg.body) {
-                    let outcome = Outcome::Malformed { data_size, present };
-                    self.deliver(header.seq, Some(&header), outcome, &[]);
-                }
-            }
-            Err(ParseError::Truncated { len }) => {
+            Ok(m) => self.deliver(&m),
+            Err(e) => {
+                // Sizes that disagree: whatever request it names, it does not
+                // answer it.
                 self.refused.malformed.fetch_add(1, Ordering::Relaxed);
                 if self.noisy.allow() {
-                    pr_err!(
-                        "incomplete message received (expected {}, got {}): [{}]\n",
-                        HEADER_SIZE,
-                        len,
-                        msg.header.seq
-                    );
+                    let seq = RequestHeader::decode(msg.body).map_or(msg.header.seq, |h| h.seq);
+                    pr_err!("dropped a malformed message for request {}: {}\n", seq, e);
                 }
             }
         }
     }
 
-    /// Completes the request waiting for `seq` with `outcome` and `data`, if
-    /// the reply (when it has a header) answers that very request.
-    fn deliver(&self, seq: u32, header: Option<&RequestHeader>, outcome: Outcome, data: &[u8]) {
+    /// Completes the request `msg` answers, if it is a well-formed answer to
+    /// that very request; drops it otherwise.
+    fn deliver(&self, msg: &Message<'_>) {
+        let (seq, data) = match *msg {
+            Message::Ack { seq, .. } => (seq, &[][..]),
+            Message::Request { ref header, data } => (header.seq, data),
+        };
         let mut waiting = self.waiting.lock();
         let Some(entry) = waiting.find(seq) else {
             // A late reply to a request already resent, or noise.
@@ -288,25 +275,39 @@ impl Transfer {
             return;
         };
         let Some(w) = entry.as_ref() else { return };
-        if let Some(h) = header {
-            if h.luid != w.slot.luid || h.uuid != w.slot.uuid || h.kind() != Some(w.kind) {
+        let expected = Expected {
+            luid: w.slot.luid,
+            uuid: &w.slot.uuid,
+            kind: w.kind,
+            region_count: w.region_count,
+        };
+        let answer = match reply::check(&expected, msg) {
+            Ok(answer) => answer,
+            Err(fault) => {
                 self.refused.malformed.fetch_add(1, Ordering::Relaxed);
                 if self.noisy.allow() {
                     pr_err!(
-                        "ignoring a reply to request {} that names another log or request type\n",
-                        seq
+                        "dropped a reply to {} request {}: {}; waiting for a well-formed one\n",
+                        w.kind.name(),
+                        seq,
+                        fault
                     );
                 }
                 return;
             }
-        }
+        };
         let Some(w) = entry.take() else { return };
         {
             let mut st = w.slot.state.lock();
-            st.outcome = outcome;
-            if let Some(dst) = st.buf.get_mut(..data.len()) {
-                dst.copy_from_slice(data);
-            }
+            let answer = match answer {
+                Answer::Data(len) => {
+                    let kept = len.min(st.buf.len());
+                    st.buf[..kept].copy_from_slice(&data[..kept]);
+                    Answer::Data(kept)
+                }
+                other => other,
+            };
+            st.outcome = Outcome::Answered(answer);
         }
         w.slot.done.complete();
     }
@@ -314,6 +315,16 @@ impl Transfer {
     fn next_seq(&self) -> u32 {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Messages the connector callback refused, by reason.
+pub(crate) struct RefusedCounts {
+    /// From a sender without `CAP_SYS_ADMIN`.
+    pub(crate) unprivileged: u64,
+    /// Malformed, or not a possible answer to the request they name.
+    pub(crate) malformed: u64,
+    /// Naming no request in flight (late, duplicate, or noise).
+    pub(crate) unmatched: u64,
 }
 
 impl Handler for Arc<Transfer> {
@@ -334,17 +345,30 @@ struct WindowReservation {
 
 impl WindowReservation {
     fn new(transfer: Arc<Transfer>) -> Result<Self> {
-        {
+        loop {
+            let want = transfer.waiting.lock().reserved + WINDOW;
+            // Allocated with the list unlocked: requests of live logs, on the
+            // writeback path, take that lock, and reclaim may wait for them.
+            let mut bigger: KVec<Option<Waiting>> = KVec::with_capacity(want, GFP_KERNEL)?;
             let mut waiting = transfer.waiting.lock();
-            let want = waiting.reserved + WINDOW;
-            let len = waiting.entries.len();
-            if len < want {
-                waiting.entries.extend_with(want - len, None, GFP_KERNEL)?;
+            if waiting.reserved + WINDOW > want {
+                // Another log reserved its window meanwhile: allocate again.
+                continue;
+            }
+            if waiting.entries.len() < want {
+                // Within the capacity allocated above: these allocate nothing.
+                for e in waiting.entries.iter_mut() {
+                    bigger.push(e.take(), GFP_NOWAIT)?;
+                }
+                let len = bigger.len();
+                bigger.extend_with(want - len, None, GFP_NOWAIT)?;
+                waiting.entries = bigger;
             }
             waiting.reserved = want;
+            drop(waiting);
+            // INVARIANT: the table holds a window more, which this value owns.
+            return Ok(Self { transfer });
         }
-        // INVARIANT: the table grew by a window this value now owns.
-        Ok(Self { transfer })
     }
 }
 
@@ -367,7 +391,7 @@ pub(crate) enum GroupFailure {
 
 /// How waiting for a reply ended.
 enum Wait {
-    Done(Outcome),
+    Done(Answer),
     TimedOut,
 }
 
@@ -377,12 +401,30 @@ pub(crate) struct Channel {
     transfer: Arc<Transfer>,
     _window: WindowReservation,
     id: LogId,
+    /// The log's regions, once known: bounds what answers may name.
+    region_count: AtomicU64,
     #[pin]
     lane: Mutex<Lane>,
     requests: AtomicU64,
     round_trips: AtomicU64,
     timeouts: AtomicU64,
     nomem_retries: AtomicU64,
+    nobufs_retries: AtomicU64,
+}
+
+/// What a channel did since it was made.
+#[derive(Clone, Copy)]
+pub(crate) struct ChannelCounters {
+    /// Requests sent, resends included.
+    pub(crate) requests: u64,
+    /// Round trips waited for (a window of requests sent together is one).
+    pub(crate) round_trips: u64,
+    /// Requests that timed out and were sent again.
+    pub(crate) timeouts: u64,
+    /// Sends tried again for want of memory.
+    pub(crate) nomem_retries: u64,
+    /// Sends tried again because a listener had no room (`ENOBUFS`).
+    pub(crate) nobufs_retries: u64,
 }
 
 /// A log's slots and the flush groups about to be sent; held while a
@@ -422,14 +464,18 @@ impl Channel {
     /// The channel of log `id`, with its window reserved.
     pub(crate) fn new(transfer: Arc<Transfer>, id: LogId) -> Result<impl PinInit<Self, Error>> {
         let mut slots = KVec::with_capacity(WINDOW, GFP_KERNEL)?;
-        for _ in 0..WINDOW {
-            slots.push(Slot::new(&id)?, GFP_KERNEL)?;
+        // The first slot carries single requests and their replies; the
+        // others only groups of marks and clears, whose replies are empty.
+        slots.push(Slot::new(&id, MAX_REPLY_CAPACITY)?, GFP_KERNEL)?;
+        for _ in 1..WINDOW {
+            slots.push(Slot::new(&id, 0)?, GFP_KERNEL)?;
         }
         let window = WindowReservation::new(transfer.clone())?;
         Ok(try_pin_init!(Self {
             transfer,
             _window: window,
             id,
+            region_count: AtomicU64::new(0),
             lane <- new_mutex!(
                 Lane {
                     slots,
@@ -442,6 +488,7 @@ impl Channel {
             round_trips: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             nomem_retries: AtomicU64::new(0),
+            nobufs_retries: AtomicU64::new(0),
         }? Error))
     }
 
@@ -455,21 +502,28 @@ impl Channel {
         self.lane.lock()
     }
 
-    /// Requests sent, round trips waited for, timeouts, and sends tried
-    /// again for want of memory, since creation.
-    pub(crate) fn counters(&self) -> (u64, u64, u64, u64) {
-        (
-            self.requests.load(Ordering::Relaxed),
-            self.round_trips.load(Ordering::Relaxed),
-            self.timeouts.load(Ordering::Relaxed),
-            self.nomem_retries.load(Ordering::Relaxed),
-        )
+    /// Tells the channel how many regions the log has: answers naming a
+    /// region or count beyond it are dropped.
+    pub(crate) fn set_region_count(&self, count: u64) {
+        self.region_count.store(count, Ordering::Relaxed);
     }
 
-    /// Sends one request with payload `data` and waits for its reply, which
-    /// must fit `reply` (and have the size the request type calls for);
-    /// returns the reply's length. Resends after a timeout or `EAGAIN`.
-    /// `ESRCH`: no server listens (or the server says it lost the log).
+    /// What the channel did since it was made.
+    pub(crate) fn counters(&self) -> ChannelCounters {
+        ChannelCounters {
+            requests: self.requests.load(Ordering::Relaxed),
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            nomem_retries: self.nomem_retries.load(Ordering::Relaxed),
+            nobufs_retries: self.nobufs_retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends one request with payload `data` and waits for a well-formed
+    /// answer; copies its payload into `reply` (a status line longer than
+    /// `reply` is cut) and returns its length. Resends after a timeout or
+    /// `EAGAIN`. `ESRCH`: no server listens (or the server says it lost the
+    /// log); another error: the server refused the request.
     pub(crate) fn request(
         &self,
         lane: &mut Lane,
@@ -481,21 +535,20 @@ impl Channel {
             return Err(EINVAL);
         }
         let slot = lane.slots.first().ok_or(EINVAL)?;
-        slot.ensure_capacity(reply.len())?;
         let mut eagain = 0u32;
         loop {
             let seq = self.send(slot, kind, data)?;
             self.round_trips.fetch_add(1, Ordering::Relaxed);
             match self.wait(slot, seq) {
                 Wait::TimedOut => self.report_timeout(kind, seq),
-                Wait::Done(outcome) if is_eagain(outcome) => {
+                Wait::Done(Answer::Resend) => {
                     // The server asks for a resend; do not spin on it.
                     eagain += 1;
                     if eagain > 3 {
                         msleep(10);
                     }
                 }
-                Wait::Done(outcome) => return self.result(slot, kind, outcome, reply),
+                Wait::Done(answer) => return result(slot, answer, reply),
             }
         }
     }
@@ -529,9 +582,8 @@ impl Channel {
         let in_flight = lane.groups[..sent].iter().zip(&lane.slots).zip(&seqs);
         for (i, ((g, slot), &seq)) in in_flight.enumerate() {
             let failure = match self.wait_until(slot, seq, deadline) {
-                Wait::Done(outcome) if is_eagain(outcome) => Some(GroupFailure::Unanswered(i)),
-                Wait::Done(outcome) => self
-                    .result(slot, g.kind, outcome, &mut [])
+                Wait::Done(Answer::Resend) => Some(GroupFailure::Unanswered(i)),
+                Wait::Done(answer) => result(slot, answer, &mut [])
                     .err()
                     .map(|e| GroupFailure::Refused(i, e)),
                 Wait::TimedOut => {
@@ -558,6 +610,7 @@ impl Channel {
             return Err(EINVAL);
         }
         let seq = self.transfer.next_seq();
+        let region_count = self.region_count.load(Ordering::Relaxed);
         let mut header = RequestHeader::new(self.id.luid, &self.id.uuid, seq, kind);
         header.data_size = data.len() as u32;
         let mut msg = [0u8; HEADER_SIZE + MAX_REQUEST_PAYLOAD];
@@ -572,19 +625,28 @@ impl Channel {
             .enter(Waiting {
                 seq,
                 kind,
+                region_count,
                 slot: slot.clone(),
             })
             .ok_or(ENOMEM)?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut nomem = 0;
+        let mut nobufs = 0;
         loop {
             match connector::send(
                 CnHeader::for_log(seq, 0, 0),
                 &msg[..HEADER_SIZE + data.len()],
             ) {
-                // ENOBUFS: some listener's queue was full; the server may still
-                // have it. Waiting (and resending on timeout) covers both cases.
                 Ok(()) => return Ok(seq),
+                // A listener's queue was full: maybe the server's. Send the
+                // same message again soon rather than wait 15 s; should the
+                // server have had it after all, its second answer finds no
+                // waiter. After a few tries the resend timeout takes over.
+                Err(e) if is_enobufs(e) && nobufs < SEND_NOBUFS_RETRIES => {
+                    nobufs += 1;
+                    self.nobufs_retries.fetch_add(1, Ordering::Relaxed);
+                    msleep(1 << nobufs);
+                }
                 Err(e) if is_enobufs(e) => return Ok(seq),
                 // No memory for the message, for now: try again rather than
                 // fail the request. A failed IN_SYNC sends a write to the
@@ -623,8 +685,12 @@ impl Channel {
         if !slot.done.wait_timeout(left.max(0) as Jiffies) && self.forget(seq) {
             return Wait::TimedOut;
         }
-        // Completed, possibly just as the wait timed out.
-        Wait::Done(slot.state.lock().outcome)
+        // Completed, possibly just as the wait timed out: only an answer
+        // completes a slot.
+        match slot.state.lock().outcome {
+            Outcome::Answered(answer) => Wait::Done(answer),
+            Outcome::Pending => Wait::TimedOut,
+        }
     }
 
     /// Takes `seq` off the waiting list; returns whether it was still there
@@ -643,85 +709,21 @@ impl Channel {
             seq
         );
     }
-
-    /// Turns a request's outcome into its result, copying the reply payload
-    /// into `reply` when everything about it is as the request calls for.
-    fn result(
-        &self,
-        slot: &Slot,
-        kind: RequestType,
-        outcome: Outcome,
-        reply: &mut [u8],
-    ) -> Result<usize> {
-        let (error, len) = match outcome {
-            Outcome::Pending => return Err(EIO),
-            Outcome::Ack(0) => (0, 0),
-            Outcome::Ack(errno) if errno <= MAX_ERRNO => return Err(errno_error(errno)),
-            Outcome::Ack(errno) => {
-                return self.protocol_error(kind, format_args!("ack with errno {errno}"))
-            }
-            Outcome::Malformed { data_size, present } => {
-                return self.protocol_error(
-                    kind,
-                    format_args!("data_size {data_size} but {present} bytes of data"),
-                )
-            }
-            Outcome::Reply { error, len } => (error, len),
-        };
-        match error {
-            0 => {}
-            e if e < 0 && e.unsigned_abs() <= MAX_ERRNO => {
-                return Err(errno_error(e.unsigned_abs()))
-            }
-            e => return self.protocol_error(kind, format_args!("error field {e}")),
-        }
-        let size = kind.reply_size();
-        if !size.accepts(len, reply.len()) {
-            if len > reply.len() {
-                if self.transfer.noisy.allow() {
-                    pr_err!(
-                        "[{}] insufficient space to receive package [{}] ({} vs {})\n",
-                        self.id.short(),
-                        kind.name(),
-                        len,
-                        reply.len()
-                    );
-                }
-                return Err(ENOSPC);
-            }
-            return self
-                .protocol_error(kind, format_args!("{len} bytes of data, expected {size:?}"));
-        }
-        let st = slot.state.lock();
-        let src = st.buf.get(..len).ok_or(ENOSPC)?;
-        reply[..len].copy_from_slice(src);
-        if kind == RequestType::Ctr && len > 0 && src[len - 1] != 0 {
-            drop(st);
-            return self.protocol_error(kind, format_args!("device name not NUL-terminated"));
-        }
-        Ok(len)
-    }
-
-    fn protocol_error(&self, kind: RequestType, what: fmt::Arguments<'_>) -> Result<usize> {
-        if self.transfer.noisy.allow() {
-            pr_err!(
-                "[{}] bad reply to {}: {}\n",
-                self.id.short(),
-                kind.name(),
-                what
-            );
-        }
-        Err(EPROTO())
-    }
 }
 
-/// Whether an outcome asks for the request to be sent again.
-fn is_eagain(outcome: Outcome) -> bool {
-    let eagain = EAGAIN.to_errno().unsigned_abs();
-    match outcome {
-        Outcome::Ack(errno) => errno == eagain,
-        Outcome::Reply { error, .. } => error < 0 && error.unsigned_abs() == eagain,
-        _ => false,
+/// Turns an answer into the request's result, copying the reply payload
+/// kept in `slot` into `reply` (as much as fits: status lines are cut).
+fn result(slot: &Slot, answer: Answer, reply: &mut [u8]) -> Result<usize> {
+    match answer {
+        Answer::Data(len) => {
+            let st = slot.state.lock();
+            let n = len.min(reply.len()).min(st.buf.len());
+            reply[..n].copy_from_slice(&st.buf[..n]);
+            Ok(n)
+        }
+        Answer::Refused(errno) => Err(errno_error(errno)),
+        // The caller sends the request again.
+        Answer::Resend => Err(EAGAIN),
     }
 }
 

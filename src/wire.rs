@@ -345,6 +345,20 @@ pub enum ParseError {
     },
 }
 
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Truncated { len } => write!(
+                f,
+                "incomplete message (expected {HEADER_SIZE} bytes, got {len})"
+            ),
+            Self::DataSizeMismatch { data_size, present } => {
+                write!(f, "data_size {data_size} but {present} bytes of data")
+            }
+        }
+    }
+}
+
 /// One connector payload from the peer, checked for internal consistency.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {

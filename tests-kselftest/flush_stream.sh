@@ -47,11 +47,14 @@ a=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
 dd if=/dev/urandom of="$WORK/random-20m" bs=20M count=1 status=none
 dd if=/dev/zero of=/dev/mapper/dmlu-fa bs=4k count=1 oflag=direct status=none &
 first=$!
-sleep 1
+# The first write's FLUSH is at the server (held 3 s): the next queues.
+wait_trace "$a" FLUSH 30 >/dev/null
 dd if="$WORK/random-20m" of=/dev/mapper/dmlu-fa bs=20M count=1 seek=1 oflag=direct status=none
 wait "$first"
 rm -f "$WORK/random-20m"
-sleep 5
+# Until the clears' lazy FLUSH came (every check below looks before it).
+lazy_came() { trace_awk "$a" 'ty == "CLEAR_REGION" { c = 1 } ty == "FLUSH" && c { ok = 1 } END { exit !ok }'; }
+eventually 30 lazy_came
 
 check "40 regions marked in one flush: MARK_REGION of 32 and of 8, then one FLUSH" \
 	trace_awk "$a" '{ s = s ty ":" n " " } END { exit index(s, "MARK_REGION:32 MARK_REGION:8 FLUSH:0 ") == 0 }'
@@ -79,8 +82,8 @@ check "integrated_flush: the resync's clears keep getting lazy FLUSHes (never ca
 		ty == "FLUSH" && n == 0 { f[++nf] = t }
 		END { for (i = 1; i <= nf; i++) if (f[i] > first && f[i] < last) ok = 1
 		      exit !(ok && last - first > 4000) }'
+# (dd returns once the write is done, so after its flush.)
 dd if=/dev/urandom of=/dev/mapper/dmlu-fb bs=1M count=4 seek=8 oflag=direct status=none
-sleep 1
 check "integrated_flush: no MARK_REGION is ever sent" \
 	test "$(count_type "$b" MARK_REGION)" = 0
 check "integrated_flush: the marks travel in FLUSH requests" \
@@ -90,22 +93,24 @@ LEGS=("${ALL[@]:4:2}")
 dmsetup create dmlu-fc --table "$(mirror_table $S "dmlu-flush-c clustered-core 1024 nosync")"
 c=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
 dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 oflag=direct status=none
-tc=$(wait_trace "$c" CLEAR_REGION 5 0)
+tc=$(wait_trace "$c" CLEAR_REGION 30 0)
+# A spacing, not a wait: the second write's own lazy FLUSH then falls after
+# the window where the first one's would have come.
 sleep 1
 dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=1024 oflag=direct status=none
-sleep 5
 # (A FLUSH right after a MARK_REGION is the second write's own, which may
 # come late on a slow guest: only a lazy one counts.)
 cancelled() {
 	trace_awk "$c" -v tc="$tc" 'ty == "FLUSH" && prev != "MARK_REGION" && t > tc + 2600 && t < tc + 3600 { bad = 1 }
 		{ prev = ty } END { exit bad }'
 }
+next_lazy() { trace_awk "$c" -v tc="$tc" 'ty == "FLUSH" && t > tc + 3600 { ok = 1 } END { exit !ok }'; }
+# The next clears' FLUSH comes after the window the first one would have had.
+check "... the next clears get theirs" eventually 30 next_lazy
 check "a flush with marks cancels the pending lazy FLUSH" cancelled
-check "... and the next clears get theirs" \
-	trace_awk "$c" -v tc="$tc" 'ty == "FLUSH" && t > tc + 3600 { ok = 1 } END { exit !ok }'
 
 dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=2048 oflag=direct status=none
-tc=$(wait_trace "$c" CLEAR_REGION 5 16)
+tc=$(wait_trace "$c" CLEAR_REGION 30 16)
 dmsetup suspend dmlu-fc
 early_flush_before() {
 	trace_awk "$c" -v tc="$tc" -v until="$1" 'ty == "FLUSH" && t >= tc && t < tc + 2500 { f = 1 }
@@ -114,7 +119,7 @@ early_flush_before() {
 check "suspend runs the pending lazy FLUSH before POSTSUSPEND" early_flush_before POSTSUSPEND
 dmsetup resume dmlu-fc
 dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=3072 oflag=direct status=none
-tc=$(wait_trace "$c" CLEAR_REGION 5 24)
+tc=$(wait_trace "$c" CLEAR_REGION 30 24)
 dmsetup remove dmlu-fc
 check "removal runs the pending lazy FLUSH before DTR" early_flush_before DTR
 

@@ -75,12 +75,13 @@ LEGS=("${ALL[@]:4:2}")
 dmsetup create dmlu-hc --table "$(mirror_table $S "dmlu-hint-c clustered-core 1024 nosync")"
 c=$(luids_of_ctr "$S clustered-core 1024 nosync" | tail -n1)
 dd if=/dev/zero of=/dev/mapper/dmlu-hc bs=4k count=1 oflag=direct status=none
-sleep 1
+# A write is done with the log once its region is cleared.
+wait_trace "$c" CLEAR_REGION 30 0 >/dev/null
 before=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
 for i in $(seq 20); do
 	dd if=/dev/zero of=/dev/mapper/dmlu-hc bs=4k count=1 seek=$((i * 128)) oflag=direct status=none
 done
-sleep 1
+wait_trace "$c" CLEAR_REGION 30 20 >/dev/null
 after=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
 check "in sync: 20 writes ask neither IS_REMOTE_RECOVERING nor GET_RESYNC_WORK" test "$before" = "$after"
 check "... and at least one was asked before the hint was known" test "$before" -gt 0
@@ -88,9 +89,8 @@ check "... and at least one was asked before the hint was known" test "$before" 
 dmsetup suspend dmlu-hc
 dmsetup resume dmlu-hc
 dd if=/dev/zero of=/dev/mapper/dmlu-hc bs=4k count=1 seek=256 oflag=direct status=none
-sleep 1
-resumed=$(( $(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK) ))
-check "a resume forgets the hint: the server is asked again" test "$resumed" -gt "$after"
+asked_again() { [ $(($(count_type "$c" IS_REMOTE_RECOVERING) + $(count_type "$c" GET_RESYNC_WORK))) -gt "$after" ]; }
+check "a resume forgets the hint: the server is asked again" eventually 15 asked_again
 
 LEGS=("${ALL[@]}")
 dmsetup remove dmlu-ha

@@ -12,7 +12,8 @@ DMLU_MODULE=${DMLU_MODULE:-/lib/modules/dmlu/rust/dm-log-userspace.ko}
 DMLU_C_MODULE=${DMLU_C_MODULE:-/lib/modules/dmlu/c/dm-log-userspace.ko}
 export DM_DISABLE_UDEV=1
 
-# Skip the whole test unless we are root with what the tests need.
+# Skip the whole test unless we are root with what the tests need; then
+# start from a clean machine.
 require_env() {
 	local p
 	[ "$(id -u)" = 0 ] || { ktap_skip_all "must run as root"; exit "$KSFT_SKIP"; }
@@ -20,6 +21,26 @@ require_env() {
 	for p in "$@"; do
 		command -v "$p" >/dev/null || { ktap_skip_all "$p not found"; exit "$KSFT_SKIP"; }
 	done
+	fresh_start
+}
+
+# What an earlier test killed at its timeout may have left: servers, test
+# mirrors (top devices first), loop devices over test files, a module
+# (maybe the C one). Each test starts without them.
+fresh_start() {
+	local dm i
+	killall -q ulog-test-server dm-ulogd mirror-check fio corosync
+	killall -q -9 cmirrord syslogd
+	for i in 1 2 3; do
+		for dm in $(dmsetup ls 2>/dev/null | awk '/^dmlu/ {print $1}' | sort -r); do
+			dmsetup resume "$dm" 2>/dev/null
+			dmsetup remove "$dm" 2>/dev/null || [ "$i" -lt 3 ] || dmsetup remove --force "$dm" 2>/dev/null
+		done
+	done
+	losetup -a 2>/dev/null | grep -F "$WORK/" | cut -d: -f1 | while read -r dev; do
+		losetup -d "$dev" 2>/dev/null
+	done
+	unload_module
 }
 
 # Run a check: `check "what it shows" command args...`.
@@ -60,19 +81,36 @@ log_since_mark() {
 	fi
 }
 
-# Forget what kmemleak found so far; `leaks_since` reports new leaks.
+# kmemleak. `leaks_reset` sets aside what it found before the test (after
+# a scan, so that nothing older is reported later); `leak_check WHAT` is
+# one KTAP result: after two scans, any unreferenced object fails it, its
+# report shown. A scan or a report that fails is a failure; a kernel
+# without kmemleak gets a SKIP, never a pass.
+KMEMLEAK=/sys/kernel/debug/kmemleak
 leaks_reset() {
-	[ -w /sys/kernel/debug/kmemleak ] || return 0
-	echo scan >/sys/kernel/debug/kmemleak
-	echo clear >/sys/kernel/debug/kmemleak
+	[ -e "$KMEMLEAK" ] || return 0
+	echo scan >"$KMEMLEAK" && echo clear >"$KMEMLEAK"
 }
-leaks_found() {
-	[ -r /sys/kernel/debug/kmemleak ] || return 1
-	# kmemleak only reports objects older than a few seconds, seen twice.
+leak_check() {
+	local report leaks
+	if [ ! -e "$KMEMLEAK" ]; then
+		ktap_test_skip "$1 (this kernel has no kmemleak)"
+		return
+	fi
+	# An object is reported once it is 5 s old and two scans found no
+	# reference to it.
 	sleep 6
-	echo scan >/sys/kernel/debug/kmemleak
-	echo scan >/sys/kernel/debug/kmemleak
-	cat /sys/kernel/debug/kmemleak | grep -q 'unreferenced object'
+	if ! { echo scan >"$KMEMLEAK" && sleep 1 && echo scan >"$KMEMLEAK" && report=$(cat "$KMEMLEAK"); }; then
+		ktap_test_fail "$1 (kmemleak could not scan or report)"
+		return
+	fi
+	leaks=$(grep -c 'unreferenced object' <<<"$report")
+	if [ "$leaks" = 0 ]; then
+		ktap_test_pass "$1"
+	else
+		ktap_test_fail "$1 ($leaks unreferenced objects)"
+		head -n 40 <<<"$report" | sed 's/^/# kmemleak: /'
+	fi
 }
 
 # --- mirrors over loop devices -------------------------------------------
@@ -163,6 +201,18 @@ stop_test_server() {
 	TS_PID=""
 }
 
+# eventually SECONDS command [args...]: wait, by the clock, until the
+# command succeeds; fails after SECONDS. Tests wait on conditions, never on
+# a sleep sized for a fast machine.
+eventually() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.2
+	done
+}
+
 wait_for_file() {
 	local i
 	for i in $(seq "$(($2 * 10))"); do
@@ -189,7 +239,7 @@ cleanup_all() {
 		dmsetup remove --force "$dm" 2>/dev/null
 	done
 	stop_test_server
-	pkill -x dm-ulogd 2>/dev/null
+	killall -q dm-ulogd
 	free_legs
 	unload_module
 }

@@ -233,16 +233,41 @@ writers_stop() {
 	WPID=()
 }
 
+# checked_writer_start NAME: mirror-check writes /dev/mapper/dmlus-NAME
+# (4 threads, runs of 1 to 16 blocks, never overlapping) until
+# writers_stop, which has it store the last acknowledged write of every
+# block in $WORK/NAME.journal, for legs_hold_acked.
+checked_writer_start() {
+	local name=$1
+	rm -f "$WORK/writer.$name.out" "$WORK/$name.journal"
+	mirror-check write "/dev/mapper/dmlus-$name" --journal "$WORK/$name.journal" \
+		--seed "$RANDOM$RANDOM" >"$WORK/writer.$name.out" 2>"$WORK/writer.$name.log" &
+	WPID[$name]=$!
+}
+
+# legs_hold_acked NAME: every leg of NAME holds the last acknowledged write
+# of every block its checked writer wrote (and zeros where it wrote none).
+legs_hold_acked() {
+	local rc
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	# shellcheck disable=SC2086
+	mirror-check verify --journal "$WORK/$1.journal" ${MLEGS[$1]} >"$WORK/verify.$1.out" 2>&1
+	rc=$?
+	sed "s/^/# $1: /" "$WORK/verify.$1.out"
+	return $rc
+}
+
 # writer_errors: failed writes reported by the writers stopped so far.
 writer_errors() {
 	cat "$WORK"/writer.*.out "$WORK"/writer.*.log 2>/dev/null |
-		grep -Ec 'err= *[1-9]|io_u error|Input/output error|ended by itself'
+		grep -Ec 'err= *[1-9]|io_u error|Input/output error|ended by itself|^errors=[1-9]|mirror-check:'
 }
 
 # writer_error_lines: what they said, for the report.
 writer_error_lines() {
 	cat "$WORK"/writer.*.out "$WORK"/writer.*.log 2>/dev/null |
-		grep -E 'err= *[1-9]|io_u error|Input/output error|ended by itself' | head -n 5
+		grep -E 'err= *[1-9]|io_u error|Input/output error|ended by itself|^errors=[1-9]|mirror-check:' | head -n 5
 }
 
 # writes_total NAME...: writes completed on those mirrors.
@@ -292,8 +317,9 @@ ignored_counters() {
 		sed -E 's/.*messages ignored: ([0-9]+) unprivileged, ([0-9]+) malformed, ([0-9]+) unmatched.*/\1 \2 \3/'
 }
 
-# Lines that mean a request failed in the module.
-REQUEST_FAILURES='flush failed|lazy flush failed|bad reply|unable to send log request|failed to allocate memory to clear'
+# Lines that mean a request failed in the module (a refused IN_SYNC or
+# SET_REGION_SYNC is asked again, and says so).
+REQUEST_FAILURES='flush failed|lazy flush failed|unable to send log request|failed to allocate memory to clear|failed: .*asking again'
 
 stress_cleanup() {
 	local name dm

@@ -35,7 +35,7 @@ for _ in $(seq 10); do
 	insmod "$DMLU_MODULE" && rmmod dm_log_userspace || { reload_ok=false; break; }
 done
 check "10 load/unload cycles" $reload_ok
-if leaks_found; then ktap_test_fail "no memory leaked (kmemleak)"; else ktap_test_pass "no memory leaked (kmemleak)"; fi
+leak_check "no memory leaked (kmemleak)"
 
 # On-demand loading: the module in /lib/modules/<release>/extra, modprobe
 # and depmod (kmod) in place. No server listens, so the table fails to load

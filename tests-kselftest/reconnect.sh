@@ -32,7 +32,9 @@ rm -f "$WORK/written"
 ( dd if=/dev/urandom of=/dev/mapper/dmlu-rc bs=1M count=4 oflag=direct status=none \
 	&& touch "$WORK/written" ) &
 writer=$!
-sleep 5
+# Three attempts: two gaps to measure below.
+attempts() { [ "$(log_since_mark | grep -c "rc-1\] attempting to contact")" -ge "$1" ]; }
+eventually 60 attempts 3
 waiting() { [ ! -e "$WORK/written" ] && log_has "rc-1\] userspace log server not found"; }
 check "with no server the writes wait, and the log says so" waiting
 mv "$TRACE" "$WORK/trace.before"
@@ -70,7 +72,9 @@ rm -f "$WORK/written"
 ( dd if=/dev/urandom of=/dev/mapper/dmlu-rc bs=1M count=4 seek=8 oflag=direct status=none \
 	&& touch "$WORK/written" ) &
 writer=$!
-sleep 3
+# The server took the MARK_REGION and exited holding it.
+server_gone() { ! kill -0 "$TS_PID" 2>/dev/null; }
+eventually 30 server_gone
 TS_PID=""
 start_test_server
 wait "$writer"
@@ -89,10 +93,12 @@ check "with no server a resume returns at once (RESUME is not retried)" \
 	timeout 10 dmsetup resume dmlu-rc
 check "... and the mirror says the log resume failed" log_has "log resume failed"
 rm -f "$WORK/written"
+mark_log
 ( dd if=/dev/urandom of=/dev/mapper/dmlu-rc bs=1M count=1 seek=12 oflag=direct status=none \
 	&& touch "$WORK/written" ) &
 writer=$!
-sleep 3
+# The write is waiting for a server.
+eventually 30 log_has "rc-1\] (userspace log server not found|attempting to contact)"
 start_test_server
 wait "$writer"
 check "... and a write after it completes once a server is back" test -e "$WORK/written"

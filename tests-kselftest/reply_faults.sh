@@ -1,27 +1,34 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Bad replies from the server get a clear log line and an error for that
-# request, never a crash or a wrong answer: EAGAIN (as an ack or in the
-# error field) resends; an ack without the data, too much or too little
-# data, a data_size that disagrees with the message, an odd errno, all fail
-# the request; a reply naming another log is ignored; a reply later than
-# the 15 s resend is dropped and the resent request answered; replies from
-# a process without CAP_SYS_ADMIN are ignored. A refused group of marks or
-# clears is sent again one region per request; a resync region beyond the
-# log is refused; a failed IN_SYNC means "not in sync";
-# a failed lazy FLUSH raises a table event; with integrated_flush a refused
-# FLUSH fails the flush and keeps its marks.
+# Bad replies from the server get a log line and are dropped; only a
+# well-formed answer to the very request completes it, so a stray, garbled
+# or hostile message can never fail a request (a failed IN_SYNC would send
+# a write to one leg only). EAGAIN (as an ack or in the error field)
+# resends. An ack without the data, too much or too little data, a
+# data_size or cn_msg.len that disagrees with the data, an odd errno or
+# error field, an answer the request cannot have, a reply naming another
+# log, uuid or type, a duplicate: dropped, and the good answer that follows
+# is taken; a garbled answer alone is resent after the 15 s timeout. Replies
+# as cmirrord sends them (luid 0, a flag above the type) are taken. A
+# reply later than the resend is dropped and the resent request answered;
+# replies from a process without CAP_SYS_ADMIN are ignored. A server error
+# for IN_SYNC is asked again until answered, so the write reaches both
+# legs. A refused group of marks or clears is sent again one region per
+# request; a failed FLUSH raises a table event and keeps its marks, a failed
+# lazy FLUSH raises one too; with integrated_flush a refused FLUSH fails the
+# flush and keeps its marks.
 #
-# `dmsetup status` asks GET_SYNC_COUNT (a failure shows as 0 regions in
-# sync) and STATUS_INFO (a failure shows as "userspace 1 COM_FAILURE").
+# `dmsetup status` asks GET_SYNC_COUNT (a failure shows the last count the
+# server gave) and STATUS_INFO (a failure shows "userspace 1 COM_FAILURE";
+# bytes that are no text show as ?).
 
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_trace.sh"
 require_env dmsetup losetup ulog-test-server
 
 ktap_print_header
-ktap_set_plan 35
+ktap_set_plan 39
 trap cleanup_all EXIT
 
 load_module
@@ -41,7 +48,7 @@ scenario() {
 	for r in "$@"; do rules+=(--fault "$r"); done
 	start_test_server "${rules[@]}"
 	n=$((n + 1))
-	dmsetup create dmlu-rf --table \
+	timeout 60 dmsetup create dmlu-rf --table \
 		"$(mirror_table $S "dmlu-rf-$n ${KEYWORD:+$KEYWORD }clustered-core 1024 ${SYNC:-nosync}" \
 			"${FEATURES:-1 handle_errors}")"
 	LUID=$(luids_of_ctr "$S clustered-core 1024" | tail -n1)
@@ -49,6 +56,10 @@ scenario() {
 }
 in_sync_count() { [ "$(sync_of dmlu-rf)" = "$1/32" ]; }
 status_is() { dmsetup status dmlu-rf | grep -q -- " $1\$"; }
+# timed_out TYPE: a request of TYPE of this scenario's mirror timed out
+# (since its creation: a request asked right after the load may time out
+# before the scenario's mark_log).
+timed_out() { dmesg | grep -Eq "rf-$n\] request timed out: \[$1/"; }
 
 scenario STATUS_INFO:eagain:2
 check "EAGAIN acks: the request is resent until answered" status_is "1 ulog-test-server"
@@ -57,46 +68,96 @@ check "... three STATUS_INFO requests seen" test "$(count_type "$LUID" STATUS_IN
 scenario STATUS_INFO:eagain-reply:1
 check "-EAGAIN in the error field resends too" status_is "1 ulog-test-server"
 
-scenario GET_SYNC_COUNT:ack-only:1:1
-check "ack without the data: request fails (0 in sync)" in_sync_count 0
-check "... logged" log_has "bad reply to GET_SYNC_COUNT: 0 bytes of data"
-check "... and the next request works again" in_sync_count 32
+# Each garbled answer is followed at once by the good one: the good one must
+# be what the request gets, without a timeout (so the first was dropped,
+# not taken).
+garbled() {
+	local fault=$1 logged=$2
+	scenario "GET_SYNC_COUNT:$fault+good:1:1"
+	dropped_then_good() {
+		in_sync_count 32 && log_has "$logged" && ! timed_out GET_SYNC_COUNT &&
+			! log_has "GET_SYNC_COUNT failed"
+	}
+	check "$3: dropped and logged; the good answer after it taken" dropped_then_good
+}
+GSC="dropped a reply to GET_SYNC_COUNT request [0-9]+"
+garbled ack-only "$GSC: 0 bytes of data, expected 8" "an ack without the data"
+garbled too-much "$GSC: 72 bytes of data, expected 8" "72 bytes for an 8-byte answer"
+garbled short "$GSC: 4 bytes of data, expected 8" "4 bytes for an 8-byte answer"
+garbled bad-data-size "dropped a malformed message for request [0-9]+: data_size 108 but 8 bytes" \
+	"data_size beyond the message"
+garbled short-cn-len "dropped a malformed message for request [0-9]+: data_size 8 but 0 bytes" \
+	"the right data cut off by cn_msg.len"
+garbled ack-error=70000 "$GSC: ack with errno 70000" "an ack with errno 70000"
+garbled value=40 "$GSC: impossible answer \(40, 0\)" "a sync count above the 32 regions"
+garbled wrong-luid "$GSC: it names another log" "a reply naming another luid"
+garbled wrong-uuid "$GSC: it names another log" "a reply naming another uuid"
+garbled wrong-type "$GSC: it names request type 8" "a reply naming another request type"
+garbled truncated "dropped a malformed message for request [0-9]+: incomplete message \(expected 160 bytes, got 100\)" \
+	"a message shorter than a header"
 
-scenario GET_SYNC_COUNT:too-much:1:1
-check "72 bytes for an 8-byte answer: request fails" in_sync_count 0
-check "... logged as insufficient space" log_has "insufficient space to receive package \[GET_SYNC_COUNT\] \(72 vs 8\)"
+scenario GET_SYNC_COUNT:duplicate:1:1
+dup_ignored() { in_sync_count 32 && in_sync_count 32; }
+check "a duplicate of the good answer completes the request once; the next one is answered" dup_ignored
 
-scenario GET_SYNC_COUNT:short:1:1
-check "4 bytes for an 8-byte answer: request fails" bash -c \
-	'dmsetup status dmlu-rf | grep -q " 0/32 "'
-check "... logged" log_has "bad reply to GET_SYNC_COUNT: 4 bytes of data"
+# Alone, a garbled answer leaves the request waiting: it is sent again
+# after the 15 s resend timeout, and the resent one answered.
+scenario GET_SYNC_COUNT:short-cn-len:1:1
+check "a garbled answer alone: the request is resent after the timeout and answered" in_sync_count 32
+check "... logged as a timeout" timed_out GET_SYNC_COUNT
 
-scenario GET_SYNC_COUNT:bad-data-size:1:1
-check "data_size beyond the message: request fails" in_sync_count 0
-check "... logged" log_has "bad reply to GET_SYNC_COUNT: data_size 108 but 8 bytes of data"
+# cmirrord answers every request it sends through the cluster with luid 0,
+# and sets a flag above the type inside the cluster.
+cmirrord_style() {
+	dmsetup status dmlu-rf | grep -q " 32/32 1 AA 1 ulog-test-server\$" &&
+		dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=512 oflag=direct status=none &&
+		! timed_out "[A-Z_]+"
+}
+scenario any:luid-zero
+check "replies with luid 0, as cmirrord sends them, answer every request" cmirrord_style
+scenario any:type-flag
+check "replies with a flag above the 8 type bits answer every request" cmirrord_style
 
-scenario GET_SYNC_COUNT:ack-error=70000:1:1
-odd_errno() { in_sync_count 0 && log_has "ack with errno 70000"; }
-check "ack with errno 70000: request fails, logged" odd_errno
+# An IN_SYNC answer of 2, then the good one: the write goes to both legs.
+block_of() { dd if="$1" bs=4k skip="$2" count=1 iflag=direct status=none | od -An -tx1 | md5sum; }
+both_legs() {
+	dd if=/dev/urandom of=/dev/mapper/dmlu-rf bs=4k count=1 seek="$1" oflag=direct status=none &&
+		[ "$(block_of "${LEGS[0]}" "$1")" = "$(block_of "${LEGS[1]}" "$1")" ]
+}
+FEATURES=0 scenario IN_SYNC:value=2+good:1
+in_sync_2() {
+	both_legs 1536 && log_has "dropped a reply to IN_SYNC request [0-9]+: impossible answer \(2, 0\)" &&
+		! log_has "IN_SYNC of region .* failed"
+}
+check "an IN_SYNC answer of 2 is dropped, logged; the write reaches both legs" in_sync_2
 
-# Answers the request cannot have: refused as malformed, not believed.
-scenario GET_SYNC_COUNT:value=40:1:1
-impossible_count() { in_sync_count 0 && log_has "bad reply to GET_SYNC_COUNT: 40"; }
-check "a sync count above the 32 regions is refused (0 in sync), logged" impossible_count
-FEATURES=0 scenario IN_SYNC:value=2:1
-dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1536 oflag=direct status=none
-check "an IN_SYNC answer of 2 is refused, logged" log_has "bad reply to IN_SYNC: Some\(2\)"
+# A server error for IN_SYNC: asked again until answered (the C module
+# takes it as "not in sync", and dm-raid1 writes the default leg only).
+FEATURES=0 scenario IN_SYNC:error=5:2
+in_sync_refused() { both_legs 1280 && log_has "IN_SYNC of region 10 failed: .*asking again"; }
+check "a refused IN_SYNC is asked again: the write reaches both legs, logged" in_sync_refused
+check "... after two refusals, three IN_SYNC for that region" \
+	test "$(trace_of "$LUID" | grep -cE " type=IN_SYNC .*regions=10( |\$)")" -ge 3
 
-scenario STATUS_INFO:truncated:1
-check "a message shorter than a header is ignored; the resent request answered" \
-	status_is "1 ulog-test-server"
-check "... logged" log_has "incomplete message received \(expected 160, got 100\)"
+# A status line with a newline, a NUL and 0xff in it stays one line of text.
+scenario STATUS_INFO:garbage:1
+printable() {
+	local st
+	st=$(dmsetup status dmlu-rf)
+	[ "$(wc -l <<<"$st")" = 1 ] && grep -q " 1 ulog-test-server???? tail\$" <<<"$st"
+}
+check "a status line's bytes that are no text show as ?" printable
+
+# A refused GET_SYNC_COUNT: the status keeps the last count the server gave.
+scenario GET_SYNC_COUNT:error=5:1:1
+last_count() { in_sync_count 32 && log_has "GET_SYNC_COUNT failed: .*the last count, 32, stands"; }
+check "a refused GET_SYNC_COUNT shows the last count (32/32), not 0, logged" last_count
 
 # A slow first FLUSH lets a 4-region write queue up behind it.
 scenario FLUSH:late=2000:1 MARK_REGION:error=22:1:1
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=2048 oflag=direct status=none &
 first=$!
-sleep 0.5
+wait_trace "$LUID" FLUSH 30 >/dev/null # at the server, held 2 s
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 oflag=direct status=none
 wait "$first"
 check "a refused group of 4 marks is sent again one region per request" \
@@ -108,9 +169,11 @@ scenario 'CLEAR_REGION@2:error=22:1'
 group=""
 for try in 1 2 3 4 5 6 7 8; do
 	dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 seek=$((try % 4 + 2)) oflag=direct status=none
-	sleep 1
-	group=$(trace_of "$LUID" | grep " type=CLEAR_REGION .* fault=" | head -n1)
-	[ -n "$group" ] && break
+	refused_clears() {
+		group=$(trace_of "$LUID" | grep " type=CLEAR_REGION .* fault=" | head -n1)
+		[ -n "$group" ]
+	}
+	eventually 3 refused_clears && break
 done
 singles_after() {
 	local at r
@@ -128,25 +191,14 @@ else
 	ktap_test_skip "a refused group of clears: no clears came grouped in 8 writes"
 fi
 
-# A resync region beyond the log's 32 is refused; the resync goes on once
-# the mirror's thread runs again (a write wakes it, as after any failed
-# GET_RESYNC_WORK, in the C module too).
-SYNC=sync scenario GET_RESYNC_WORK:value2=5000:1
-sleep 1
-# Asked right after the resume, maybe before the scenario's mark_log.
-refused_5000() { dmesg | grep -q "rf-$n\] bad reply to GET_RESYNC_WORK: (Some(1), Some(5000))"; }
-check "a resync region of 5000 (of 32) is refused, logged" refused_5000
-dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=$((31 * 128)) oflag=direct status=none
+# A resync region beyond the log's 32 is dropped; the good answer after it
+# keeps the resync going.
+SYNC=sync scenario GET_RESYNC_WORK:value2=5000+good:1
 never_5000() { wait_sync dmlu-rf 120 && ! grep -q " luid=$LUID type=SET_REGION_SYNC .*regions=5000" "$TRACE"; }
-check "... and the mirror resyncs to 32/32 without it" never_5000
-
-# IN_SYNC failing: the region counts as out of sync (as in the C module),
-# so dm-raid1 writes the default leg only, for a resync to copy.
-FEATURES=0 scenario IN_SYNC:error=5:1
-dd if=/dev/urandom of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1280 oflag=direct status=none
-block_of() { dd if="$1" bs=4k skip=1280 count=1 iflag=direct status=none | od -An -tx1 | md5sum; }
-check "a failed IN_SYNC counts as not in sync: the write went to the default leg only" \
-	test "$(block_of "${LEGS[0]}")" != "$(block_of "${LEGS[1]}")"
+check "a resync region of 5000 (of 32) is dropped: the mirror resyncs to 32/32 without it" never_5000
+# Asked right after the resume, maybe before the scenario's mark_log.
+dropped_5000() { dmesg | grep -Eq "dropped a reply to GET_RESYNC_WORK request [0-9]+: impossible answer \(1, 5000\)"; }
+check "... logged" dropped_5000
 
 # Without handle_errors the mirror writes on when its log fails.
 FEATURES=0 scenario FLUSH:error=5:1
@@ -166,9 +218,8 @@ FEATURES=0 scenario FLUSH:error=5:1:1
 ev0=$(events)
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=128 oflag=direct status=none
 wait_trace "$LUID" CLEAR_REGION 10 >/dev/null
-sleep 4.5
 lazy_failed() { [ "$(events)" -gt "$ev0" ] && log_has "lazy flush failed"; }
-check "a failed lazy FLUSH raises a table event too, logged" lazy_failed
+check "a failed lazy FLUSH raises a table event too, logged" eventually 15 lazy_failed
 
 # With integrated_flush the marks ride in the FLUSH: a refused one fails the
 # flush, with no one-region-at-a-time fallback (as in the C module); the
@@ -176,31 +227,25 @@ check "a failed lazy FLUSH raises a table event too, logged" lazy_failed
 KEYWORD=integrated_flush FEATURES=0 scenario FLUSH:error=22:1
 flushes_with() { trace_of "$LUID" | grep " type=FLUSH " | grep -cE "regions=([0-9]+,)*$1(,| |\$)"; }
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=768 oflag=direct status=none # region 6
-sleep 1
 # No fallback: the request after the refused FLUSH is not a FLUSH again.
 not_resent() {
 	trace_of "$LUID" | awk 'refused && !next_seen { bad = $4 == "type=FLUSH"; next_seen = 1 }
 		/ type=FLUSH .* fault=/ { refused = 1 }
 		END { exit !next_seen || bad }' && log_has "flush failed"
 }
-check "integrated_flush: a refused FLUSH fails the flush, not resent one region at a time, logged" not_resent
+check "integrated_flush: a refused FLUSH fails the flush, not resent one region at a time, logged" \
+	eventually 15 not_resent
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=4k count=1 seek=1280 oflag=direct status=none
-sleep 1
-check "... and its mark rides again with the next flush" test "$(flushes_with 6)" -ge 2
+rides_again() { [ "$(flushes_with 6)" -ge 2 ]; }
+check "... and its mark rides again with the next flush" eventually 15 rides_again
 dump_traces_if_failed "$LUID"
 
 scenario STATUS_INFO:error=5:1
 check "server error: status says userspace 1 COM_FAILURE" status_is "userspace 1 COM_FAILURE"
 
-scenario STATUS_INFO:wrong-luid:1
-check "a reply naming another log is ignored; the resent request is answered" \
-	status_is "1 ulog-test-server"
-ignored_then_resent() { log_has "names another log" && log_has "request timed out: \[STATUS_INFO/"; }
-check "... logged, with the timeout and resend" ignored_then_resent
-
-scenario GET_SYNC_COUNT:late=17000:1:1
+scenario GET_SYNC_COUNT:late=22000:1:1
 check "a reply after the 15 s resend is dropped; the resent request answered" in_sync_count 32
-check "... logged as a timeout" log_has "request timed out: \[GET_SYNC_COUNT/"
+check "... logged as a timeout" timed_out GET_SYNC_COUNT
 
 # Only an unprivileged server listens: its replies are ignored, the load
 # waits; a privileged server then answers the resent CTR.
@@ -211,7 +256,7 @@ start_test_server --user 65534
 ( dmsetup create dmlu-rf --table "$(mirror_table $S "dmlu-rf-unpriv clustered-core 1024 nosync")" \
 	&& touch "$WORK/created" ) &
 creator=$!
-sleep 3
+eventually 30 log_has "without CAP_SYS_ADMIN"
 unpriv_ignored() { log_has "without CAP_SYS_ADMIN" && [ ! -e "$WORK/created" ]; }
 check "replies from a process without CAP_SYS_ADMIN are ignored" unpriv_ignored
 unpriv=$TS_PID

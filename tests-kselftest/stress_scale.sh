@@ -157,11 +157,6 @@ for c in $(seq "$LOADS"); do
 done
 lap "$done_loads load/unload cycles"
 check "$done_loads of $LOADS load/unload cycles (every fifth with a mirror)" test "$done_loads" = "$LOADS"
-if leaks_found; then
-	ktap_test_fail "no memory leaked (kmemleak)"
-	grep -A12 'unreferenced object' /sys/kernel/debug/kmemleak | head -n 24 | sed 's/^/# /'
-else
-	ktap_test_pass "no memory leaked (kmemleak)"
-fi
+leak_check "no memory leaked (kmemleak)"
 
 ktap_finished

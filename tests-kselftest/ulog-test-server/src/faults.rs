@@ -2,10 +2,11 @@
 
 //! Fault rules: which requests get a bad answer, and which.
 //!
-//! A rule is `TYPE[@N]:ACTION[:COUNT[:SKIP]]`: requests of `TYPE` (a request
-//! name such as `IN_SYNC`, or `any`; with `@N`, only those carrying at least
-//! `N` regions), after the first `SKIP` of them, get `ACTION`, `COUNT` times
-//! (0 or absent: always).
+//! A rule is `TYPE[@N]:ACTION[+good][:COUNT[:SKIP]]`: requests of `TYPE` (a
+//! request name such as `IN_SYNC`, or `any`; with `@N`, only those carrying
+//! at least `N` regions), after the first `SKIP` of them, get `ACTION`,
+//! `COUNT` times (0 or absent: always). With `+good`, the normal answer
+//! follows the spoilt one at once.
 
 use ulog_proto::wire::RequestType;
 
@@ -40,8 +41,24 @@ pub enum Action {
     Truncated,
     /// Full reply naming another luid (the kernel must ignore it).
     WrongLuid,
+    /// Full reply naming another uuid (the kernel must ignore it).
+    WrongUuid,
     /// Full reply with another request type (the kernel must ignore it).
     WrongType,
+    /// Full reply whose `cn_msg.len` covers the header only, the data cut
+    /// off (the kernel must ignore it).
+    ShortCnLen,
+    /// The normal reply, sent twice (the second finds no waiter).
+    Duplicate,
+    /// The normal reply with `luid` 0, as cmirrord answers every request it
+    /// routes through the cluster (the kernel must take it).
+    LuidZero,
+    /// The normal reply with a flag above the type's 8 bits, as cmirrord
+    /// sets inside the cluster (the kernel must take it).
+    TypeFlag,
+    /// The normal answer with bytes that are no text (a status line with a
+    /// newline, a NUL and 0xff in it).
+    Garbage,
     /// No reply at all.
     Drop,
     /// Exit at once without replying, as a crashed server would.
@@ -54,6 +71,7 @@ pub struct Rule {
     kind: Option<RequestType>,
     min_regions: usize,
     action: Action,
+    then_good: bool,
     count: u64,
     skip: u64,
     seen: u64,
@@ -85,6 +103,10 @@ impl Rule {
         let action_text = parts
             .next()
             .ok_or_else(|| format!("no action in '{spec}'"))?;
+        let (action_text, then_good) = match action_text.strip_suffix("+good") {
+            Some(a) => (a, true),
+            None => (action_text, false),
+        };
         let (name, value) = match action_text.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (action_text, None),
@@ -118,7 +140,13 @@ impl Rule {
             "bad-data-size" => Action::BadDataSize,
             "truncated" => Action::Truncated,
             "wrong-luid" => Action::WrongLuid,
+            "wrong-uuid" => Action::WrongUuid,
             "wrong-type" => Action::WrongType,
+            "short-cn-len" => Action::ShortCnLen,
+            "duplicate" => Action::Duplicate,
+            "luid-zero" => Action::LuidZero,
+            "type-flag" => Action::TypeFlag,
+            "garbage" => Action::Garbage,
             "drop" => Action::Drop,
             "exit" => Action::Exit,
             _ => return Err(format!("unknown action '{name}' in '{spec}'")),
@@ -134,6 +162,7 @@ impl Rule {
             kind,
             min_regions,
             action,
+            then_good,
             count,
             skip,
             seen: 0,
@@ -156,12 +185,24 @@ impl Rule {
     }
 }
 
-/// The first action of `rules` that fires for a request of `kind` carrying
-/// `regions` (its payload's 8-byte words).
-pub fn pick(rules: &mut [Rule], kind: Option<RequestType>, regions: usize) -> Option<Action> {
-    rules
-        .iter_mut()
-        .find_map(|r| r.fires(kind, regions).then_some(r.action))
+/// A fault to apply to one reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What to do instead of the normal answer.
+    pub action: Action,
+    /// Send the normal answer right after.
+    pub then_good: bool,
+}
+
+/// The fault of the first rule of `rules` that fires for a request of
+/// `kind` carrying `regions` (its payload's 8-byte words).
+pub fn pick(rules: &mut [Rule], kind: Option<RequestType>, regions: usize) -> Option<Fault> {
+    rules.iter_mut().find_map(|r| {
+        r.fires(kind, regions).then_some(Fault {
+            action: r.action,
+            then_good: r.then_good,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -196,13 +237,19 @@ mod tests {
             Rule::parse("flush:error=5").unwrap().action,
             Action::Error(5)
         );
+        let g = Rule::parse("GET_SYNC_COUNT:short-cn-len+good:1:1").unwrap();
+        assert_eq!((g.action, g.then_good), (Action::ShortCnLen, true));
+        assert!(!Rule::parse("IN_SYNC:luid-zero").unwrap().then_good);
+        assert!(Rule::parse("IN_SYNC:+good").is_err());
     }
 
     #[test]
     fn counts_and_skips() {
         let mut rules = vec![Rule::parse("FLUSH:eagain:2:1").unwrap()];
         let flush = Some(RequestType::Flush);
-        let got: Vec<_> = (0..5).map(|_| pick(&mut rules, flush, 0)).collect();
+        let got: Vec<_> = (0..5)
+            .map(|_| pick(&mut rules, flush, 0).map(|f| f.action))
+            .collect();
         assert_eq!(
             got,
             [None, Some(Action::Eagain), Some(Action::Eagain), None, None]
@@ -215,7 +262,13 @@ mod tests {
         let mut rules = vec![Rule::parse("CLEAR_REGION@2:error=22:1").unwrap()];
         let clear = Some(RequestType::ClearRegion);
         assert_eq!(pick(&mut rules, clear, 1), None);
-        assert_eq!(pick(&mut rules, clear, 3), Some(Action::Error(22)));
+        assert_eq!(
+            pick(&mut rules, clear, 3),
+            Some(Fault {
+                action: Action::Error(22),
+                then_good: false
+            })
+        );
         assert_eq!(pick(&mut rules, clear, 4), None);
     }
 }

@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use faults::{Action, Rule};
+use faults::{Action, Fault, Rule};
 use model::{Model, Settings};
 use ulog_proto::socket::{
     encode_frame, ConnectorSocket, Received, SocketOptions, NLMSG_HDRLEN, RECV_BUFFER_SIZE,
@@ -37,14 +37,18 @@ Options:
                       pending=1: another request was queued before this one
                       was answered (with late=MS: after the delay), so the
                       kernel did not wait for this reply to send it
-  --fault RULE        TYPE[@N]:ACTION[:COUNT[:SKIP]] (repeatable); TYPE is a
-                      request name (IN_SYNC, FLUSH, ...) or 'any', @N only
-                      requests carrying N regions or more; ACTION is
+  --fault RULE        TYPE[@N]:ACTION[+good][:COUNT[:SKIP]] (repeatable);
+                      TYPE is a request name (IN_SYNC, FLUSH, ...) or 'any',
+                      @N only requests carrying N regions or more; ACTION is
                       late=MS, eagain, eagain-reply, ack-only, ack-error=N,
                       error=N, too-much, short, value=N (the first 8 bytes
                       of data), value2=N (the next 8), bad-data-size,
-                      truncated, wrong-luid, wrong-type, drop or exit;
-                      COUNT 0: every time
+                      short-cn-len (cn_msg.len covers the header only),
+                      truncated, wrong-luid, wrong-uuid, wrong-type,
+                      duplicate, luid-zero and type-flag (as cmirrord
+                      answers), garbage (non-text bytes in the answer),
+                      drop or exit; +good: the normal answer follows at
+                      once; COUNT 0: every time
   --region-size N     answer GET_REGION_SIZE with N whatever the CTR says
   --ctr-device NAME   answer CTR with the device name NAME, as a disk log's
                       server does (the kernel then holds that device)
@@ -62,6 +66,8 @@ Options:
                       destination, rather than sendmsg(2) to the kernel's
                       address (as a program tricked into writing on a
                       socket would)
+  --listen-only       trace the requests, never answer (beside another
+                      server, cmirrord say, to see what the kernel sends)
   --ready FILE        create FILE once listening
   -h, --help          this help
 ";
@@ -74,6 +80,7 @@ struct Options {
     open_as: Option<u32>,
     write: bool,
     ready: Option<String>,
+    listen_only: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -88,6 +95,7 @@ fn parse_args() -> Result<Options, String> {
         open_as: None,
         write: false,
         ready: None,
+        listen_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -108,6 +116,7 @@ fn parse_args() -> Result<Options, String> {
             "--open-as" => o.open_as = Some(value()?.parse().map_err(|_| "bad uid")?),
             "--write" => o.write = true,
             "--ready" => o.ready = Some(value()?),
+            "--listen-only" => o.listen_only = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -219,19 +228,48 @@ fn write_reply(sock: &ConnectorSocket, h: &RequestHeader, data: &[u8]) -> io::Re
     }
 }
 
-/// Sends the reply to `h`, normal or spoilt by `fault`; a normal one with
-/// write(2) when `by_write`.
+/// Sends the reply to `h`, normal or spoilt by `fault` (and then, if the
+/// fault says so, the normal one too); a normal one with write(2) when
+/// `by_write`.
 fn reply(
     sock: &ConnectorSocket,
     h: &RequestHeader,
     answer: (i32, Vec<u8>),
-    fault: Option<Action>,
+    fault: Option<Fault>,
+    by_write: bool,
+) -> io::Result<()> {
+    let Some(fault) = fault else {
+        return send_answer(sock, h, answer, None, by_write);
+    };
+    send_answer(sock, h, answer.clone(), Some(fault.action), by_write)?;
+    if fault.then_good {
+        send_answer(sock, h, answer, None, by_write)?;
+    }
+    Ok(())
+}
+
+/// Sends one answer to `h`, spoilt by `action` if given; a normal one with
+/// write(2) when `by_write`.
+fn send_answer(
+    sock: &ConnectorSocket,
+    h: &RequestHeader,
+    answer: (i32, Vec<u8>),
+    action: Option<Action>,
     by_write: bool,
 ) -> io::Result<()> {
     let (error, mut data) = answer;
     let mut out = h.clone();
     out.error = error;
-    match fault {
+    // A raw message: `header` and `data` with `cn_msg.len` = `len` bytes.
+    let raw = |header: &RequestHeader, data: &[u8], len: usize| {
+        let mut buf = vec![0u8; HEADER_SIZE];
+        header.encode(&mut buf);
+        buf.extend_from_slice(data);
+        buf.truncate(len);
+        let cn = ulog_proto::wire::CnHeader::for_log(h.seq, 0, buf.len() as u16);
+        sock.send_raw(&cn, &buf)
+    };
+    match action {
         None | Some(Action::Late(_)) => {}
         Some(Action::Eagain) => return sock.send_ack(h.seq, libc::EAGAIN as u32),
         Some(Action::EagainReply) => {
@@ -258,21 +296,20 @@ fn reply(
         }
         Some(Action::BadDataSize) => {
             out.data_size = data.len() as u32 + 100;
-            let mut buf = vec![0u8; HEADER_SIZE];
-            out.encode(&mut buf);
-            buf.extend_from_slice(&data);
-            let cn = ulog_proto::wire::CnHeader::for_log(h.seq, 0, buf.len() as u16);
-            return sock.send_raw(&cn, &buf);
+            return raw(&out, &data, usize::MAX);
         }
-        Some(Action::Truncated) => {
-            let mut buf = vec![0u8; HEADER_SIZE];
-            out.encode(&mut buf);
-            buf.truncate(100);
-            let cn = ulog_proto::wire::CnHeader::for_log(h.seq, 0, buf.len() as u16);
-            return sock.send_raw(&cn, &buf);
+        Some(Action::ShortCnLen) => {
+            out.data_size = data.len() as u32;
+            return raw(&out, &data, HEADER_SIZE);
         }
+        Some(Action::Truncated) => return raw(&out, &data, 100),
         Some(Action::WrongLuid) => out.luid = out.luid.wrapping_add(1),
+        Some(Action::WrongUuid) => out.uuid[0] ^= 0x20,
         Some(Action::WrongType) => out.request_type = if out.request_type == 8 { 7 } else { 8 },
+        Some(Action::Duplicate) => sock.send_reply(&out, &data)?,
+        Some(Action::LuidZero) => out.luid = 0,
+        Some(Action::TypeFlag) => out.request_type |= 0x1000,
+        Some(Action::Garbage) => data.extend_from_slice(b"\n\0\xff\x01 tail"),
         Some(Action::Drop) => return Ok(()),
         Some(Action::Exit) => std::process::exit(3),
     }
@@ -318,15 +355,24 @@ fn run(mut o: Options) -> io::Result<()> {
             .flatten()
             .count();
         let fault = faults::pick(&mut o.rules, h.kind(), regions);
-        if let Some(Action::Late(ms)) = fault {
+        if let Some(Fault {
+            action: Action::Late(ms),
+            ..
+        }) = fault
+        {
             std::thread::sleep(Duration::from_millis(ms));
         }
         if let Some(t) = trace.as_mut() {
             let mut line = trace_line(received, &h, &data, pending(&sock));
             if let Some(f) = fault {
-                line += &format!(" fault={f:?}");
+                line += &format!(" fault={:?}", f.action);
             }
-            writeln!(t, "{line}")?;
+            // One write per line: tests append their own lines to the file.
+            line.push('\n');
+            t.write_all(line.as_bytes())?;
+        }
+        if o.listen_only {
+            continue;
         }
         let answer = match h.kind() {
             Some(kind) => model.answer(&h.uuid, h.luid, kind, &data),

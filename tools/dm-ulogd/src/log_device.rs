@@ -77,7 +77,7 @@ impl LogDevice {
         };
         let is_block = meta.file_type().is_block_device();
         let rdev = meta.rdev();
-        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        let (major, minor) = sys::dev_numbers(rdev);
         let (block_size, size) = if is_block {
             let bs = sys::logical_block_size(&file).map_err(|e| {
                 dev_err(

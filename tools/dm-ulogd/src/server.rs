@@ -396,7 +396,7 @@ fn trace(header: &RequestHeader, data: &[u8], reply: &Reply, payload: &[u8], ns:
             "'{}'",
             String::from_utf8_lossy(data).trim_end_matches('\0')
         )],
-        _ if data.len().is_multiple_of(8) => (0..data.len() / 8)
+        _ if data.len() % 8 == 0 => (0..data.len() / 8)
             .filter_map(|i| payload_u64(data, i))
             .map(|v| v.to_string())
             .collect(),

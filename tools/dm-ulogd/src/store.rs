@@ -746,7 +746,7 @@ fn regions_arg<'a>(
     buf: &'a mut [u64; MAX_GROUP_REGIONS],
 ) -> Result<&'a [u64], Failure> {
     let n = data.len() / 8;
-    if !data.len().is_multiple_of(8) || n > MAX_GROUP_REGIONS {
+    if data.len() % 8 != 0 || n > MAX_GROUP_REGIONS {
         return Err(invalid(format!(
             "payload of {} bytes is not a list of up to {MAX_GROUP_REGIONS} regions ({})",
             data.len(),

@@ -55,10 +55,22 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// The major and minor numbers of a device number.
+pub fn dev_numbers(dev: libc::dev_t) -> (u32, u32) {
+    // SAFETY: major() and minor() only split the integer. Older libc
+    // releases (Debian 13's 0.2.169) declare them unsafe, newer ones safe.
+    #[allow(unused_unsafe)]
+    unsafe {
+        (libc::major(dev), libc::minor(dev))
+    }
+}
+
 /// Creates a block device node for `major:minor` at `path` (mode 0600).
 pub fn make_block_node(path: &Path, major: u32, minor: u32) -> io::Result<()> {
     let c = c_path(path)?;
-    let dev = libc::makedev(major, minor);
+    // SAFETY: makedev() only combines the integers (unsafe in older libc).
+    #[allow(unused_unsafe)]
+    let dev = unsafe { libc::makedev(major, minor) };
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
     check(unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, dev) }).map(drop)
 }

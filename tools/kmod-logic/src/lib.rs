@@ -19,5 +19,7 @@ mod hints;
 mod in_sync_memo;
 #[path = "../../../src/region_set.rs"]
 mod region_set;
+#[path = "../../../src/reply.rs"]
+mod reply;
 #[path = "../../../src/table_args.rs"]
 mod table_args;

@@ -24,11 +24,11 @@
 //! requests if the module's CAP_SYS_ADMIN check let them through.
 //!
 //! Two targeted modes break the root rules on purpose, where a test expects
-//! it: replies with the right identity but lying sizes, to the requests of a
-//! sacrificial log ([`for_victim`]: the module must refuse them without
-//! reading past the message, so those requests fail), and EAGAIN acks to
-//! requests of one type ([`eagain_ack`]: the module resends them, as after a
-//! timeout).
+//! it: replies to the live requests of one log whose sizes, error field or
+//! identity lie, some carrying a plausible answer ([`for_victim`]: the
+//! module must drop them without reading past the message, and its
+//! requests wait for the server's answer), and EAGAIN acks to requests of
+//! one type ([`eagain_ack`]: the module resends them, as after a timeout).
 
 use std::collections::VecDeque;
 
@@ -431,7 +431,11 @@ fn header_of(s: &Seen) -> RequestHeader {
 /// the header names another log or request.
 fn perturb_identity(rng: &mut Rng, h: &mut RequestHeader) {
     match rng.below(3) {
-        0 => h.luid ^= rng.next_u64() | 1,
+        // Never to 0: the module takes luid 0 (cmirrord's replies carry it).
+        0 => {
+            let other = h.luid ^ (rng.next_u64() | 1);
+            h.luid = if other == 0 { h.luid ^ 2 } else { other };
+        }
         1 => {
             let i = rng.below(UUID_LEN as u64) as usize;
             h.uuid[i] ^= (rng.next_u32() as u8) | 1;
@@ -653,9 +657,10 @@ pub fn eagain_ack(s: &Seen) -> Frame {
     f
 }
 
-/// A reply to the live request `s` naming its log and type, whose sizes or
-/// error field lie: a correct module refuses it (the request fails with
-/// EPROTO) and never reads past the message.
+/// A reply to the live request `s` whose sizes, error field or identity
+/// lie, some of them carrying a plausible answer ("not in sync"): a correct
+/// module drops it, never reads past the message, and the request goes on
+/// waiting for the server's answer.
 pub fn for_victim(rng: &mut Rng, s: &Seen) -> Frame {
     let mut h = header_of(s);
     let exact = match s.kind().map(RequestType::reply_size) {
@@ -663,10 +668,14 @@ pub fn for_victim(rng: &mut Rng, s: &Seen) -> Frame {
         _ => None,
     };
     let want = exact.unwrap_or(0);
-    // A wrong size only exists for requests whose reply size is fixed.
-    let mut variant = rng.below(7);
+    // A wrong size only exists for requests whose reply size is fixed, and
+    // data cut off only for requests whose reply has some.
+    let mut variant = rng.below(9);
     if variant == 4 && exact.is_none() {
         variant = 5;
+    }
+    if variant == 7 && want == 0 {
+        variant = 8;
     }
     let mut f = match variant {
         // data_size a little beyond the payload: read past the message if
@@ -710,6 +719,26 @@ pub fn for_victim(rng: &mut Rng, s: &Seen) -> Frame {
             }
             let data = rng.bytes(n);
             let payload = body(&h, n as u32, &data);
+            Frame::kernel(
+                Class::VictimMalformed,
+                CnHeader::for_log(s.seq, 0, payload.len() as u16),
+                payload,
+            )
+        }
+        // A plausible answer (all zeros: "not in sync", "no work", ...) that
+        // cn_msg.len cuts off: only the header arrives.
+        7 => {
+            let payload = body(&h, want as u32, &vec![0; want]);
+            Frame::kernel(
+                Class::VictimMalformed,
+                CnHeader::for_log(s.seq, 0, HEADER_SIZE as u16),
+                payload,
+            )
+        }
+        // A plausible answer of the right size naming another log or type.
+        8 => {
+            perturb_identity(rng, &mut h);
+            let payload = body(&h, want as u32, &vec![0; want]);
             Frame::kernel(
                 Class::VictimMalformed,
                 CnHeader::for_log(s.seq, 0, payload.len() as u16),
@@ -931,8 +960,8 @@ mod tests {
 
     /// What the module would do with a frame that names `seen`'s seq and
     /// reaches it: `true` if it would complete that request (as the module's
-    /// transfer layer matches: seq, then luid, uuid and type for full
-    /// messages; acks carry no identity).
+    /// transfer layer matches: seq, then the luid (or 0), uuid and type for
+    /// full messages; acks carry no identity).
     fn would_complete(f: &Frame, seen: &Seen) -> Option<(bool, u32)> {
         let (cn, payload) = match &f.wire {
             Wire::Kernel { cn, payload } | Wire::Multicast { cn, payload } => (cn, payload),
@@ -951,7 +980,7 @@ mod tests {
             Ok(Message::Ack { .. }) => unreachable!(),
         };
         let same = h.seq == seen.seq
-            && h.luid == seen.luid
+            && (h.luid == seen.luid || h.luid == 0)
             && h.uuid == seen.uuid
             && h.kind() == seen.kind();
         Some((same, u32::MAX))
@@ -1018,10 +1047,11 @@ mod tests {
                 }
             }
             Ok(Message::Request { header, data }) => {
-                assert_eq!(
-                    (header.seq, header.luid, header.uuid),
-                    (s.seq, s.luid, s.uuid)
-                );
+                assert_eq!(header.seq, s.seq);
+                let same_log = header.uuid == s.uuid && (header.luid == s.luid || header.luid == 0);
+                if !same_log || header.kind() != s.kind() {
+                    return Err("identity");
+                }
                 (header.error, data.len())
             }
             Err(_) => return Err("data_size"),

@@ -44,8 +44,9 @@ Options:
                     group as well (default 2)
   --report FILE     also write the figures to FILE
   --victim UUID     root: answer live requests of the log UUID with replies
-                    naming it whose sizes or error lie (the module must
-                    refuse them: those requests fail, legitimately)
+                    whose sizes, error or identity lie, some carrying a
+                    plausible answer (the module must drop them all: its
+                    requests wait for the server's answer)
   --eagain TYPE     root: only send EAGAIN acks to live requests of TYPE
                     (e.g. GET_RESYNC_WORK), making the module resend them
                     as after a timeout; --messages counts the acks

@@ -82,7 +82,7 @@ fn answer_words(out: &mut Vec<u8>, words: &[u64]) {
 }
 
 fn regions(data: &[u8]) -> Option<Vec<u64>> {
-    if !data.len().is_multiple_of(8) || data.len() / 8 > MAX_GROUP_REGIONS {
+    if data.len() % 8 != 0 || data.len() / 8 > MAX_GROUP_REGIONS {
         return None;
     }
     (0..data.len() / 8).map(|i| payload_u64(data, i)).collect()

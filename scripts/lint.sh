@@ -23,7 +23,25 @@ export PATH="$HOME/.cargo/bin:$PATH"
 for kb in "${kbuilds[@]}"; do
 	release=$(cat "$kb/include/config/kernel.release")
 	log "module: clippy build against $release"
-	"$TOP/scripts/build-module.sh" "$kb" "$out/module-clippy-$release" CLIPPY=1 >/dev/null
+	ko=$("$TOP/scripts/build-module.sh" "$kb" "$out/module-clippy-$release" CLIPPY=1 DMLU_KUNIT=1)
+	# Where the kernel has Rust KUnit, the test build carries the suites
+	# and the default build (what users install) none of them.
+	if grep -q '^CONFIG_KUNIT=y' "$kb/.config" && grep -qs '^pub fn kunit_tests' "$(readlink -f "$kb/source")/rust/macros/lib.rs"; then
+		log "module: KUnit suites only in the test build ($release)"
+		# (The symbols are read whole first: with pipefail, grep -q ending
+		# early would kill nm with SIGPIPE and fail the pipeline.)
+		syms=$(nm "$ko")
+		grep -q 'KUNIT_TEST_SUITE' <<<"$syms" || die "the DMLU_KUNIT=1 build against $release has no KUnit suite"
+		ko=$("$TOP/scripts/build-module.sh" "$kb" "$out/module-default-$release")
+		syms=$(nm "$ko")
+		! grep -qi 'kunit' <<<"$syms" || die "the default build against $release contains KUnit code"
+	fi
+	# The kselftests' config fragment states what the debug kernels have.
+	if grep -qx 'CONFIG_KASAN=y' "$kb/.config"; then
+		log "tests-kselftest/config holds in $release's debug .config"
+		missing=$(grep -E '^CONFIG_' "$TOP/tests-kselftest/config" | grep -vxF -f "$kb/.config" || true)
+		[ -z "$missing" ] || die "tests-kselftest/config asks for what the $release debug kernel lacks: $(paste -sd' ' <<<"$missing")"
+	fi
 	log "uapi header identical to $release's"
 	cmp "$TOP/include/uapi/linux/dm-log-userspace.h" \
 		"$(readlink -f "$kb/source")/include/uapi/linux/dm-log-userspace.h" \

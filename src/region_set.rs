@@ -221,10 +221,7 @@ mod tests {
         while let Some(f) = next {
             let (n, resume) = s.fill_from(f, &mut out);
             got.extend_from_slice(&out[..n]);
-            assert!(
-                resume.is_none_or(|r| r > f || n > 0),
-                "no progress at {f}"
-            );
+            assert!(resume.is_none_or(|r| r > f || n > 0), "no progress at {f}");
             next = resume;
             steps += 1;
         }

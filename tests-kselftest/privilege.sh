@@ -62,20 +62,9 @@ finish() {
 
 refusal_logged() { log_has "without CAP_SYS_ADMIN"; }
 # The reply was ignored: logged, and the load still waits.
-ignored() { wait_until 30 refusal_logged && [ ! -e "$WORK/created" ]; }
+ignored() { eventually 30 refusal_logged && [ ! -e "$WORK/created" ]; }
 # The reply was taken: the load completed, nothing was ignored.
 answered() { wait_for_file "$WORK/created" 60 && ! refusal_logged; }
-
-# wait_until SECONDS command...: poll until the command succeeds.
-wait_until() {
-	local i limit=$(($1 * 10))
-	shift
-	for i in $(seq "$limit"); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 # refused WHAT [server options]: the server's replies are ignored; a
 # privileged server then answers the resent CTR.

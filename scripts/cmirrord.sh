@@ -30,14 +30,18 @@ apt_opts=(-o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourcepar
 	-o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::archives="$apt_dir/archives"
 	-o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
 
-# The version Debian has, from the lists (fetched once a day at most).
+# The version Debian has, from the lists (fetched once a day at most; one
+# update at a time, as guests are prepared in parallel).
+exec 8>"$apt_dir/.update.lock"
+flock 8
 lists_age=$(($(date +%s) - $(stat -c %Y "$apt_dir/lists/partial" 2>/dev/null || echo 0)))
-if ! compgen -G "$apt_dir/lists/*Sources" >/dev/null || [ "$lists_age" -gt 86400 ]; then
+if ! compgen -G "$apt_dir/lists/*_Sources*" >/dev/null || [ "$lists_age" -gt 86400 ]; then
 	apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 \
 		|| die "apt-get update of the deb-src lists for $codename failed (network?)"
 	touch "$apt_dir/lists/partial"
 fi
 version=$(apt-cache "${apt_opts[@]}" showsrc lvm2 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -n1)
+exec 8>&-
 [ -n "$version" ] || die "no lvm2 source package in $codename's deb-src lists"
 
 key=$(content_hash "$version" "${CONFIGURE[*]}" "recipe=$RECIPE")

@@ -502,9 +502,12 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn resume(log: &Log<Self>) -> Result {
+        // With the lane held: an answer still in flight (the mirror's thread
+        // asks the sync count while the table loads) cannot set a hint after
+        // this reset, which would skip the resync a resume may start.
+        let mut lane = log.channel.lane();
         log.hints.reset();
         log.in_sync_memo.lock().clear();
-        let mut lane = log.channel.lane();
         log.channel
             .request(&mut lane, RequestType::Resume, &[], &mut [])
             .map(|_| ())
@@ -675,11 +678,12 @@ impl DirtyLog for UserspaceLog {
             }
             return last;
         }
-        drop(lane);
-        // The transfer layer took no count above the log's regions.
+        // The transfer layer took no count above the log's regions. Noted
+        // before the lane goes, so that a resume's reset comes after it.
         let synced = u64::from_ne_bytes(reply);
         log.last_sync_count.store(synced, Ordering::Relaxed);
         log.hints.note_sync_count(synced, log.region_count());
+        drop(lane);
         synced
     }
 

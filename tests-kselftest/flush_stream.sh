@@ -69,9 +69,9 @@ check "the 40 clears went in groups too" \
 check "a FLUSH is sent only when marks were, or lazily 2.5 s or more after clears" \
 	trace_awk "$a" 'ty == "MARK_REGION" { m = 1 } ty == "CLEAR_REGION" && !tc { tc = t }
 		ty == "FLUSH" { if (!m && (!tc || t - tc < 2500)) bad = 1; m = 0; tc = 0 } END { exit bad }'
-check "clears alone got their lazy FLUSH 2.5 to 6 s later" \
+check "clears alone got their lazy FLUSH 2.5 to 10 s later" \
 	trace_awk "$a" 'ty == "CLEAR_REGION" { if (!tc) tc = t; next }
-		ty == "FLUSH" && tc && t - tc >= 2500 && t - tc <= 6000 { ok = 1 } { tc = 0 } END { exit !ok }'
+		ty == "FLUSH" && tc && t - tc >= 2500 && t - tc <= 10000 { ok = 1 } { tc = 0 } END { exit !ok }'
 
 LEGS=("${ALL[@]:2:2}")
 dmsetup create dmlu-fb --table "$(mirror_table $S "dmlu-flush-b integrated_flush clustered-core 1024 sync")"
@@ -112,16 +112,31 @@ check "a flush with marks cancels the pending lazy FLUSH" cancelled
 dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=2048 oflag=direct status=none
 tc=$(wait_trace "$c" CLEAR_REGION 30 16)
 dmsetup suspend dmlu-fc
+# Suspend and removal both start with PRESUSPEND; the lazy FLUSH of the
+# clears at tc is due at tc + 3000. When PRESUSPEND comes before that, a
+# FLUSH must follow it before POSTSUSPEND (or DTR). On a machine too slow
+# to suspend within 2.5 s nothing is pending any more: no verdict.
 early_flush_before() {
-	trace_awk "$c" -v tc="$tc" -v until="$1" 'ty == "FLUSH" && t >= tc && t < tc + 2500 { f = 1 }
-		ty == until && t >= tc { exit !f } END { exit !f }'
+	trace_awk "$c" -v tc="$tc" -v until="$1" 'ty == "PRESUSPEND" && t >= tc && !tp { tp = t }
+		ty == "FLUSH" && tp { f = 1 }
+		ty == until && tp { exit !f } END { exit !f }'
 }
-check "suspend runs the pending lazy FLUSH before POSTSUSPEND" early_flush_before POSTSUSPEND
+suspended_in_time() {
+	trace_awk "$c" -v tc="$tc" 'ty == "PRESUSPEND" && t >= tc { ok = t < tc + 2500; exit } END { exit !ok }'
+}
+early_flush_check() {
+	if suspended_in_time; then
+		check "$1 runs the pending lazy FLUSH before $2" early_flush_before "$2"
+	else
+		ktap_test_skip "$1 runs the pending lazy FLUSH before $2 (PRESUSPEND came after the FLUSH was due)"
+	fi
+}
+early_flush_check suspend POSTSUSPEND
 dmsetup resume dmlu-fc
 dd if=/dev/zero of=/dev/mapper/dmlu-fc bs=4k count=1 seek=3072 oflag=direct status=none
 tc=$(wait_trace "$c" CLEAR_REGION 30 24)
 dmsetup remove dmlu-fc
-check "removal runs the pending lazy FLUSH before DTR" early_flush_before DTR
+early_flush_check removal DTR
 
 dmsetup remove dmlu-fa
 dmsetup remove dmlu-fb

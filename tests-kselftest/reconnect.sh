@@ -59,7 +59,8 @@ every_2s() {
 	local gaps
 	gaps=$(attempt_gaps)
 	echo "# seconds between attempts: $(echo $gaps)"
-	[ -n "$gaps" ] && ! awk '$1 < 1.9 || $1 > 3' <<<"$gaps" | grep -q .
+	# Never sooner than 2 s; later only by what a loaded machine adds.
+	[ -n "$gaps" ] && ! awk '$1 < 1.9 || $1 > 6' <<<"$gaps" | grep -q .
 }
 check "... after attempts 2 s apart" every_2s
 

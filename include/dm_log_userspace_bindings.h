@@ -14,7 +14,6 @@
 
 /* Constants bindgen cannot see through macros. */
 const gfp_t DMLU_GFP_NOIO = GFP_NOIO;
-const int DMLU_CAP_SYS_ADMIN = CAP_SYS_ADMIN;
 const unsigned long DMLU_MAX_ERRNO = MAX_ERRNO;
 
 /* Helpers, defined in src/helpers.c. */
@@ -25,10 +24,12 @@ int dmlu_target_get_device(struct dm_target *ti, const char *path,
 unsigned long dmlu_jiffies(void);
 void dmlu_init_completion(struct completion *x);
 void dmlu_reinit_completion(struct completion *x);
-unsigned long dmlu_spin_lock_irqsave(spinlock_t *lock);
-void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
-bool dmlu_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
+void dmlu_spin_lock_irq_disable(spinlock_t *lock);
+void dmlu_spin_unlock_irq_enable(spinlock_t *lock);
+bool dmlu_spin_trylock_irq_disable(spinlock_t *lock);
 void dmlu_spin_assert_is_held(spinlock_t *lock);
+bool dmlu_irqs_disabled(void);
+bool dmlu_netlink_capable(const struct netlink_skb_parms *nsp);
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size);
 void *dmlu_mempool_alloc(mempool_t *pool, gfp_t gfp);
 struct workqueue_struct *dmlu_alloc_reclaim_workqueue(const char *name);

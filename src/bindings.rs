@@ -25,3 +25,66 @@ mod generated {
     use kernel::ffi;
     include!("bindings_generated.rs");
 }
+
+// The wire format `wire.rs` encodes by hand is the uapi header's, as bindgen
+// sees it for the target kernel: checked when the module is built, for
+// every kernel series. (The field offsets are those `RequestHeader::encode`
+// and `CnHeader::encode` write at.)
+const _: () = {
+    use crate::wire::{self, RequestType};
+    use core::mem::{offset_of, size_of};
+
+    type Req = generated::dm_ulog_request;
+    assert!(size_of::<Req>() == wire::HEADER_SIZE);
+    assert!(offset_of!(Req, luid) == 0);
+    assert!(offset_of!(Req, uuid) == 8);
+    assert!(DM_UUID_LEN as usize == wire::UUID_LEN);
+    assert!(offset_of!(Req, version) == 140);
+    assert!(offset_of!(Req, error) == 144);
+    assert!(offset_of!(Req, seq) == 148);
+    assert!(offset_of!(Req, request_type) == 152);
+    assert!(offset_of!(Req, data_size) == 156);
+    assert!(offset_of!(Req, data) == wire::HEADER_SIZE);
+
+    type Cn = generated::cn_msg;
+    assert!(size_of::<Cn>() == wire::CN_MSG_SIZE);
+    assert!(offset_of!(Cn, id) == 0);
+    assert!(offset_of!(Cn, id) + offset_of!(generated::cb_id, idx) == 0);
+    assert!(offset_of!(Cn, id) + offset_of!(generated::cb_id, val) == 4);
+    assert!(offset_of!(Cn, seq) == 8);
+    assert!(offset_of!(Cn, ack) == 12);
+    assert!(offset_of!(Cn, len) == 16);
+    assert!(offset_of!(Cn, flags) == 18);
+    assert!(offset_of!(Cn, data) == wire::CN_MSG_SIZE);
+
+    assert!(DM_ULOG_REQUEST_VERSION == wire::REQUEST_VERSION);
+    assert!(DM_ULOG_REQUEST_MASK == wire::REQUEST_MASK);
+    assert!(CN_IDX_DM == wire::CN_IDX_DM);
+    assert!(CN_VAL_DM_USERSPACE_LOG == wire::CN_VAL_DM_USERSPACE_LOG);
+
+    let numbers = [
+        DM_ULOG_CTR,
+        DM_ULOG_DTR,
+        DM_ULOG_PRESUSPEND,
+        DM_ULOG_POSTSUSPEND,
+        DM_ULOG_RESUME,
+        DM_ULOG_GET_REGION_SIZE,
+        DM_ULOG_IS_CLEAN,
+        DM_ULOG_IN_SYNC,
+        DM_ULOG_FLUSH,
+        DM_ULOG_MARK_REGION,
+        DM_ULOG_CLEAR_REGION,
+        DM_ULOG_GET_RESYNC_WORK,
+        DM_ULOG_SET_REGION_SYNC,
+        DM_ULOG_GET_SYNC_COUNT,
+        DM_ULOG_STATUS_INFO,
+        DM_ULOG_STATUS_TABLE,
+        DM_ULOG_IS_REMOTE_RECOVERING,
+    ];
+    assert!(numbers.len() == RequestType::ALL.len());
+    let mut i = 0;
+    while i < numbers.len() {
+        assert!(RequestType::ALL[i] as u32 == numbers[i]);
+        i += 1;
+    }
+};

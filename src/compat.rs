@@ -56,6 +56,15 @@ pub(crate) use kernel::sync::{new_spinlock_irq, SpinLockIrq};
 #[cfg(not(dmlu_spinlock_irq))]
 pub(crate) use spinlock_irq::{new_spinlock_irq, SpinLockIrq};
 
+/// Load-time checks of what this file supplies in place of the kernel's: on
+/// lockdep kernels without the kernel's `SpinLockIrq` (6.12), that ours keeps
+/// interrupts disabled until its last guard goes.
+pub(crate) fn self_test() -> Result {
+    #[cfg(all(not(dmlu_spinlock_irq), CONFIG_PROVE_LOCKING))]
+    spinlock_irq::self_test()?;
+    Ok(())
+}
+
 /// An initialiser of an `Opaque<T>` that calls `init_func` with a pointer to
 /// the uninitialised `T`, in its final, pinned place. On error the `T` is
 /// left as `init_func` left it; `Opaque` drops nothing.

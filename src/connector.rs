@@ -25,7 +25,12 @@ pub(crate) struct Received<'a> {
     pub(crate) header: CnHeader,
     /// The payload after the header.
     pub(crate) body: &'a [u8],
-    /// Whether the sending task has `CAP_SYS_ADMIN`.
+    /// Whether the sender has `CAP_SYS_ADMIN` as netlink decides it
+    /// (`netlink_capable`): the sending task has it, and so did the task that
+    /// opened the sending socket, unless the message was sent to an address
+    /// the sender named (`write(2)` names none). A privileged program tricked
+    /// into writing on an unprivileged process's socket (CVE-2014-0181) is
+    /// not privileged.
     pub(crate) privileged: bool,
 }
 
@@ -99,10 +104,12 @@ impl<H: Handler> Drop for Registration<H> {
 /// # Safety
 ///
 /// Called by the connector core with `msg` pointing to a `struct cn_msg`
-/// followed by at least `msg->len` bytes, valid for the duration of the call.
+/// followed by at least `msg->len` bytes, and `nsp` to the netlink
+/// parameters of the message, from its sender, both valid for the duration
+/// of the call.
 unsafe extern "C" fn callback<H: Handler>(
     msg: *mut bindings::cn_msg,
-    _nsp: *mut bindings::netlink_skb_parms,
+    nsp: *mut bindings::netlink_skb_parms,
 ) {
     RUNNING.fetch_add(1, Ordering::SeqCst);
     let data = ACTIVE.load(Ordering::SeqCst);
@@ -119,9 +126,10 @@ unsafe extern "C" fn callback<H: Handler>(
             let raw = core::slice::from_raw_parts(msg.cast::<u8>().cast_const(), CN_MSG_SIZE + len);
             (CnHeader::decode(raw), &raw[CN_MSG_SIZE..])
         };
-        // SAFETY: `capable` checks the current task, which is the sender: the
-        // connector runs callbacks synchronously in its `sendmsg`.
-        let privileged = unsafe { bindings::capable(bindings::DMLU_CAP_SYS_ADMIN) };
+        // SAFETY: `nsp` is valid (safety requirements). The connector runs
+        // callbacks synchronously in the sender's `sendmsg`, which holds the
+        // sending socket and its file, and the current task is the sender.
+        let privileged = unsafe { bindings::dmlu_netlink_capable(nsp) };
         if let Some(header) = header {
             handler.receive(&Received {
                 header,

@@ -6,14 +6,14 @@
 //! `struct dm_dirty_log_type` whose operations call it. Each log the mirror
 //! target constructs is a [`Log<T>`]: the implementation's state plus what
 //! the abstraction owns for it (the target it serves, a device it holds, a
-//! workqueue with one delayed work item). The implementation never holds a
-//! raw kernel handle, so none can outlive what it refers to.
+//! delayed work item on the type's workqueue). The implementation never
+//! holds a raw kernel handle, so none can outlive what it refers to.
 //!
 //! C header: [`include/linux/dm-dirty-log.h`](srctree/include/linux/dm-dirty-log.h)
 
 use crate::bindings;
 use crate::compat;
-use crate::delayed_work::{DelayedWork, DelayedWorkOwner, Workqueue};
+use crate::delayed_work::{DelayedWorkItem, WithDelayedWork, Workqueue};
 use crate::time::Jiffies;
 use core::{
     fmt,
@@ -27,6 +27,7 @@ use kernel::{
     ffi::{c_char, c_int, c_uint},
     prelude::*,
     str::CStr,
+    sync::Arc,
     types::{ForeignOwnable, Opaque},
     ThisModule,
 };
@@ -118,7 +119,8 @@ pub(crate) trait DirtyLog: Sized + Send + Sync + 'static {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
-    /// Runs the work scheduled with [`Log::schedule_deferred`].
+    /// Runs the work scheduled with [`Log::schedule_deferred`], in process
+    /// context on the type's workqueue.
     fn deferred(_log: &Log<Self>) {}
 }
 
@@ -131,6 +133,17 @@ pub(crate) trait DirtyLog: Sized + Send + Sync + 'static {
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: DirtyLog> {
     shared: T::Shared,
+    /// The workqueue the deferred work of every log of the type runs on.
+    ///
+    /// `WQ_MEM_RECLAIM`: `postsuspend` and `dtr` wait for a log's deferred
+    /// work to run, and reclaim may wait on writeback to that mirror, so the
+    /// work must not depend on creating a worker; the system workqueues have
+    /// no rescuer and cannot promise that. One for all logs, not one per log
+    /// as the C module has: a rescuer only steps in when no worker can be
+    /// created, and then runs the logs' work one at a time, which costs
+    /// little as every log's deferred work waits on the same thing, the one
+    /// log server; per-log queues would cost a rescuer thread per mirror.
+    queue: Arc<Workqueue>,
     #[pin]
     ty: Opaque<bindings::dm_dirty_log_type>,
 }
@@ -150,6 +163,7 @@ impl<T: DirtyLog> Registration<T> {
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             shared,
+            queue: Arc::new(Workqueue::new(kernel::c_str!("dmlogd"))?, GFP_KERNEL)?,
             ty <- compat::try_ffi_init(move |ty: *mut bindings::dm_dirty_log_type| {
                 // SAFETY: `ty` is the final, pinned location of the type. It is
                 // fully written before being registered; on failure it is left
@@ -246,15 +260,15 @@ impl<T: DirtyLog> Registration<T> {
             // SAFETY: `ti` is a live target, per the safety requirements.
             let target_sectors = unsafe { bindings::dmlu_target_len(ti) };
             let inner = T::new(&reg.shared, target_sectors, &args)?;
-            let wq = Workqueue::new(kernel::c_str!("dmlogd"))?;
             let log = KBox::pin_init(
-                try_pin_init!(Log {
-                    target,
-                    device: AtomicPtr::new(ptr::null_mut()),
-                    wq,
-                    deferred <- DelayedWork::new(),
-                    inner <- inner,
-                }),
+                WithDelayedWork::new(
+                    reg.queue.clone(),
+                    try_pin_init!(Instance {
+                        target,
+                        device: AtomicPtr::new(ptr::null_mut()),
+                        inner <- inner,
+                    }? Error),
+                ),
                 GFP_KERNEL,
             )?;
             T::start(
@@ -459,8 +473,13 @@ impl<T: DirtyLog> PinnedDrop for Registration<T> {
     }
 }
 
-/// One log instance: the implementation's state `T` and what the abstraction
-/// holds for it. Dereferences to `T`.
+/// One log instance, as device-mapper holds it: the implementation's state
+/// `T`, what the abstraction holds for it, and its deferred work, which the
+/// log's drop cancels (waiting for it if it runs) before anything else goes.
+/// Dereferences to `T`.
+pub(crate) type Log<T> = WithDelayedWork<Instance<T>>;
+
+/// The state of a [`Log<T>`] its deferred work runs on. Dereferences to `T`.
 ///
 /// # Invariants
 ///
@@ -468,27 +487,22 @@ impl<T: DirtyLog> PinnedDrop for Registration<T> {
 ///   destroys the log before the target.
 /// - `device` is null or a device obtained with `dm_get_device` for `target`
 ///   and not yet put.
-/// - `deferred` only ever runs on `wq`, and is cancelled before `wq` and
-///   `inner` are dropped.
 #[pin_data(PinnedDrop)]
-pub(crate) struct Log<T: DirtyLog> {
+pub(crate) struct Instance<T: DirtyLog> {
     target: NonNull<bindings::dm_target>,
     device: AtomicPtr<bindings::dm_dev>,
-    wq: Workqueue,
-    #[pin]
-    deferred: DelayedWork<Log<T>>,
     #[pin]
     inner: T,
 }
 
 // SAFETY: `T` is `Send`; the target and the device are only used through
 // functions that may be called from any thread.
-unsafe impl<T: DirtyLog> Send for Log<T> {}
+unsafe impl<T: DirtyLog> Send for Instance<T> {}
 // SAFETY: `T` is `Sync`; the methods using the target and the device are
 // safe to call concurrently.
-unsafe impl<T: DirtyLog> Sync for Log<T> {}
+unsafe impl<T: DirtyLog> Sync for Instance<T> {}
 
-impl<T: DirtyLog> Deref for Log<T> {
+impl<T: DirtyLog> Deref for Instance<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
@@ -496,7 +510,7 @@ impl<T: DirtyLog> Deref for Log<T> {
     }
 }
 
-impl<T: DirtyLog> Log<T> {
+impl<T: DirtyLog> Instance<T> {
     /// Length of the mirror target, in sectors.
     pub(crate) fn target_len(&self) -> u64 {
         // SAFETY: `target` is live while the log is (type invariant).
@@ -504,43 +518,43 @@ impl<T: DirtyLog> Log<T> {
     }
 
     /// Raises a table event, so userspace (dmeventd) looks at the status.
+    ///
+    /// May sleep (device-mapper takes a mutex and calls the target's event
+    /// function): process context only, with no spinlock held.
     pub(crate) fn raise_event(&self) {
         // SAFETY: `target` is live while the log is (type invariant).
         unsafe { bindings::dmlu_target_event(self.target.as_ptr()) }
     }
+}
 
+impl<T: DirtyLog> Log<T> {
     /// Schedules [`DirtyLog::deferred`] to run after `delay` jiffies, unless
     /// it is already scheduled. Returns whether it was scheduled now.
     pub(crate) fn schedule_deferred(&self, delay: Jiffies) -> bool {
-        self.deferred.queue(&self.wq, delay)
+        self.queue(delay)
     }
 
     /// Cancels a scheduled [`DirtyLog::deferred`] that has not started.
     pub(crate) fn cancel_deferred(&self) -> bool {
-        self.deferred.cancel()
+        self.cancel()
     }
 
     /// Runs a scheduled [`DirtyLog::deferred`] now and waits for it. Must not
     /// be called from [`DirtyLog::deferred`] itself.
     pub(crate) fn run_deferred_now(&self) {
-        self.deferred.flush();
+        self.flush();
     }
 }
 
-// SAFETY: `OFFSET` is the offset of the `deferred` field, `Log` is only used
-// pinned, and its drop cancels `deferred` synchronously before anything else.
-unsafe impl<T: DirtyLog> DelayedWorkOwner for Log<T> {
-    const OFFSET: usize = core::mem::offset_of!(Self, deferred);
-
-    fn run(&self) {
-        T::deferred(self)
+impl<T: DirtyLog> DelayedWorkItem for Instance<T> {
+    fn run(this: &Log<T>) {
+        T::deferred(this)
     }
 }
 
 #[pinned_drop]
-impl<T: DirtyLog> PinnedDrop for Log<T> {
+impl<T: DirtyLog> PinnedDrop for Instance<T> {
     fn drop(self: Pin<&mut Self>) {
-        self.deferred.cancel_sync();
         let dev = self.device.swap(ptr::null_mut(), Ordering::AcqRel);
         if !dev.is_null() {
             // SAFETY: `dev` was obtained for `target` by `dm_get_device` and

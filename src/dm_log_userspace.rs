@@ -60,6 +60,7 @@ struct DmLogUserspace {
 
 impl kernel::Module for DmLogUserspace {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        compat::self_test()?;
         let transfer = Arc::pin_init(transfer::Transfer::new(), GFP_KERNEL)?;
         let connector = connector::Registration::new(
             wire::CN_IDX_DM,

@@ -11,7 +11,9 @@
 #include <linux/jiffies.h>
 #include <linux/mempool.h>
 #include <linux/module.h>
+#include <linux/netlink.h>
 #include <linux/spinlock.h>
+#include <linux/user_namespace.h>
 #include <linux/workqueue.h>
 
 #include "../include/dm_log_userspace_bindings.h"
@@ -47,27 +49,85 @@ void dmlu_reinit_completion(struct completion *x)
 	reinit_completion(x);
 }
 
-unsigned long dmlu_spin_lock_irqsave(spinlock_t *lock)
+#ifndef DMLU_SPINLOCK_IRQ
+/*
+ * spin_lock_irq_disable() and its siblings as Linux 7.3 has them, for the
+ * module's own SpinLockIrq on kernels whose Rust crate has none: interrupt
+ * disabling is counted, so the first lock taken on a CPU saves the
+ * interrupt state and the last one released restores it, whatever order
+ * the guards are dropped in (spin_unlock_irqrestore() restores the state
+ * its own lock saw, and dropping the outer guard first would enable
+ * interrupts under the inner lock). Interrupts stay disabled while the
+ * count is nonzero, so the task cannot migrate and the per-CPU state is its
+ * own. On PREEMPT_RT a spinlock_t sleeps and leaves interrupts alone, as
+ * spin_lock_irqsave() does there.
+ */
+struct dmlu_irq_state {
+	unsigned int count;
+	unsigned long flags;
+};
+
+static DEFINE_PER_CPU(struct dmlu_irq_state, dmlu_irq_state);
+
+static void dmlu_interrupt_disable(void)
 {
+#ifndef CONFIG_PREEMPT_RT
 	unsigned long flags;
 
-	spin_lock_irqsave(lock, flags);
-	return flags;
+	local_irq_save(flags);
+	if (this_cpu_inc_return(dmlu_irq_state.count) == 1)
+		this_cpu_write(dmlu_irq_state.flags, flags);
+#endif
 }
 
-void dmlu_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+static void dmlu_interrupt_enable(void)
 {
-	spin_unlock_irqrestore(lock, flags);
+#ifndef CONFIG_PREEMPT_RT
+	if (this_cpu_dec_return(dmlu_irq_state.count) == 0)
+		local_irq_restore(this_cpu_read(dmlu_irq_state.flags));
+#endif
 }
 
-bool dmlu_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+void dmlu_spin_lock_irq_disable(spinlock_t *lock)
 {
-	return spin_trylock_irqsave(lock, *flags);
+	dmlu_interrupt_disable();
+	spin_lock(lock);
+}
+
+void dmlu_spin_unlock_irq_enable(spinlock_t *lock)
+{
+	spin_unlock(lock);
+	dmlu_interrupt_enable();
+}
+
+bool dmlu_spin_trylock_irq_disable(spinlock_t *lock)
+{
+	dmlu_interrupt_disable();
+	if (spin_trylock(lock))
+		return true;
+	dmlu_interrupt_enable();
+	return false;
 }
 
 void dmlu_spin_assert_is_held(spinlock_t *lock)
 {
 	lockdep_assert_held(lock);
+}
+#endif
+
+bool dmlu_irqs_disabled(void)
+{
+	return irqs_disabled();
+}
+
+/*
+ * netlink_capable(skb, CAP_SYS_ADMIN), as rtnetlink and genetlink check
+ * their senders, for the parameters a connector callback gets in place of
+ * the skb.
+ */
+bool dmlu_netlink_capable(const struct netlink_skb_parms *nsp)
+{
+	return __netlink_ns_capable(nsp, &init_user_ns, CAP_SYS_ADMIN);
 }
 
 int dmlu_mempool_init_kmalloc(mempool_t *pool, int min_nr, size_t size)

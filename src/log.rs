@@ -125,16 +125,21 @@ fn bitmap(count: u64) -> Result<Bitmap> {
 /// The marks being flushed, taken a group at a time.
 struct InFlightMarks<'a> {
     marks: &'a SpinLockIrq<Marks>,
-    next: u64,
+    /// Where to resume; `None` once all are taken.
+    next: Option<u64>,
 }
 
 impl RegionSource for InFlightMarks<'_> {
     fn fill(&mut self, out: &mut [u64]) -> usize {
-        let n = self.marks.lock().in_flight.fill_from(self.next, out);
-        if let Some(last) = n.checked_sub(1).and_then(|i| out.get(i)) {
-            self.next = last.saturating_add(1);
+        // One bounded step per lock hold: interrupts are off while held.
+        while let Some(from) = self.next.filter(|_| !out.is_empty()) {
+            let (n, next) = self.marks.lock().in_flight.fill_from(from, out);
+            self.next = next;
+            if n > 0 {
+                return n;
+            }
         }
-        n
+        0
     }
 }
 
@@ -546,14 +551,17 @@ impl DirtyLog for UserspaceLog {
         }
         let mut lane = log.channel.lane();
         {
+            // `in_flight` is empty, as every flush ends by emptying it:
+            // swapping moves the marks without a scan under the lock (and
+            // would lose none if it were not).
             let mut marks = log.marks.lock();
             let Marks { pending, in_flight } = &mut *marks;
-            pending.move_into(in_flight);
+            core::mem::swap(pending, in_flight);
         }
         let clears = FromIter(log.clears.take_all());
         let marks = InFlightMarks {
             marks: &log.marks,
-            next: 0,
+            next: Some(0),
         };
         let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
         let before = log.channel.counters();
@@ -565,14 +573,16 @@ impl DirtyLog for UserspaceLog {
                 .flush_round_trips
                 .fetch_add(after.round_trips - before.round_trips, Ordering::Relaxed);
         }
-        {
+        // One bounded step per lock hold, as above.
+        let mut step = Some(0);
+        while let Some(from) = step {
             let mut marks = log.marks.lock();
             let Marks { pending, in_flight } = &mut *marks;
-            match r {
-                Ok(()) => in_flight.clear(),
+            step = match r {
+                Ok(()) => in_flight.clear(from),
                 // Not committed: they go out with the next flush.
-                Err(_) => in_flight.move_into(pending),
-            }
+                Err(_) => in_flight.move_into(pending, from),
+            };
         }
         drop(lane);
         match r {

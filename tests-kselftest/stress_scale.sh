@@ -5,7 +5,9 @@
 # - 64 mirrors with userspace logs at once (2 MiB legs, 128 loop devices;
 #   16 in the short form, which must fit make check's time under TCG), all
 #   resyncing and written by as many fio jobs, served by one dm-ulogd: every
-#   write succeeds, every mirror resyncs, legs identical.
+#   write succeeds, every mirror resyncs, legs identical. Their deferred
+#   work shares the module's one workqueue: one rescuer thread, not one per
+#   mirror.
 # - Table reloads (a new log instance, same uuid) and suspend/resume cycles
 #   of two mirrors while fio writes to them: 10 of each per mirror in the
 #   short form, 100 with DMLU_STRESS=1.
@@ -22,7 +24,7 @@ LOADS=$(by_form 20 100)
 RUNTIME=$(by_form 10 90)
 
 ktap_print_header
-ktap_set_plan 13
+ktap_set_plan 14
 trap stress_cleanup EXIT
 
 unload_module
@@ -46,6 +48,10 @@ done
 made=$(dmsetup ls | grep -c '^dmlus-s')
 lap "$made mirrors created"
 check "$made of $N mirrors created" test "$made" = "$N"
+# The rescuer of workqueue "dmlogd" is "kworker/R-dmlogd" (its comm cut to
+# 15 characters).
+rescuers=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^kworker/R-dmlog')
+check "one workqueue rescuer thread for $made logs ($rescuers)" test "$rescuers" = 1
 note "dm-ulogd serving $(json_first "$(su_stats)" logs_active) logs"
 jobs=$WORK/scale.fio
 {

@@ -4,8 +4,9 @@
 //!
 //! It serves a small in-memory core log, can answer chosen requests badly
 //! (late, EAGAIN, ack only, too much data, a wrong `data_size`, not at all,
-//! or from an unprivileged process), and traces every request it receives,
-//! one line each, for the tests to check the stream the kernel sends.
+//! from an unprivileged process, or on a socket an unprivileged process
+//! opened), and traces every request it receives, one line each, for the
+//! tests to check the stream the kernel sends.
 
 mod faults;
 mod model;
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use faults::{Action, Fault, Rule};
 use model::{Model, Settings};
-use ulog_proto::socket::{ConnectorSocket, Received, SocketOptions, RECV_BUFFER_SIZE};
-use ulog_proto::wire::{Message, RequestHeader, RequestType, HEADER_SIZE};
+use ulog_proto::socket::{
+    encode_frame, ConnectorSocket, Received, SocketOptions, NLMSG_HDRLEN, RECV_BUFFER_SIZE,
+};
+use ulog_proto::wire::{CnHeader, Message, RequestHeader, RequestType, CN_MSG_SIZE, HEADER_SIZE};
 
 const USAGE: &str = "\
 Usage: ulog-test-server [OPTIONS]
@@ -56,6 +59,13 @@ Options:
                       of sync, so the kernel keeps asking IS_REMOTE_RECOVERING)
   --user UID          drop to user and group UID once listening (its replies
                       then come from an unprivileged sender)
+  --open-as UID       create the socket with effective user UID, then set it
+                      up and serve as root (an unprivileged opener's socket
+                      in a privileged writer's hands)
+  --write             send full replies with write(2), which names no
+                      destination, rather than sendmsg(2) to the kernel's
+                      address (as a program tricked into writing on a
+                      socket would)
   --listen-only       trace the requests, never answer (beside another
                       server, cmirrord say, to see what the kernel sends)
   --ready FILE        create FILE once listening
@@ -67,6 +77,8 @@ struct Options {
     rules: Vec<Rule>,
     settings: Settings,
     user: Option<u32>,
+    open_as: Option<u32>,
+    write: bool,
     ready: Option<String>,
     listen_only: bool,
 }
@@ -80,6 +92,8 @@ fn parse_args() -> Result<Options, String> {
             ..Settings::default()
         },
         user: None,
+        open_as: None,
+        write: false,
         ready: None,
         listen_only: false,
     };
@@ -99,6 +113,8 @@ fn parse_args() -> Result<Options, String> {
                 o.settings.remote_hint = Some(value()?.parse().map_err(|_| "bad region")?)
             }
             "--user" => o.user = Some(value()?.parse().map_err(|_| "bad uid")?),
+            "--open-as" => o.open_as = Some(value()?.parse().map_err(|_| "bad uid")?),
+            "--write" => o.write = true,
             "--ready" => o.ready = Some(value()?),
             "--listen-only" => o.listen_only = true,
             "-h" | "--help" => {
@@ -165,30 +181,81 @@ fn trace_line(received: Duration, h: &RequestHeader, data: &[u8], pending: bool)
     line
 }
 
+/// Opens the socket; with `open_as`, creates it with that effective user
+/// (the kernel keeps the creator's credentials with the socket), then sets
+/// it up as root.
+fn open_socket(open_as: Option<u32>) -> io::Result<ConnectorSocket> {
+    fn set_euid(uid: u32) -> io::Result<()> {
+        // SAFETY: seteuid takes a plain integer.
+        if unsafe { libc::seteuid(uid) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    let options = SocketOptions::default();
+    let fd = match open_as {
+        None => ConnectorSocket::socket(options)?,
+        Some(uid) => {
+            set_euid(uid)?;
+            let fd = ConnectorSocket::socket(options);
+            set_euid(0)?;
+            fd?
+        }
+    };
+    ConnectorSocket::from_socket(fd, options)
+}
+
+/// Sends a full reply as `ConnectorSocket::send_reply` does, but with
+/// write(2): no destination address, so the kernel checks the credentials
+/// of the socket's opener as well as the writer's.
+fn write_reply(sock: &ConnectorSocket, h: &RequestHeader, data: &[u8]) -> io::Result<()> {
+    let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+    let mut out = h.clone();
+    out.data_size = u32::try_from(data.len()).map_err(|_| invalid())?;
+    let mut head = [0u8; HEADER_SIZE];
+    out.encode(&mut head).ok_or_else(invalid)?;
+    let cn_len = u16::try_from(HEADER_SIZE + data.len()).map_err(|_| invalid())?;
+    let cn = CnHeader::for_log(h.seq, 0, cn_len);
+    let mut frame = vec![0u8; NLMSG_HDRLEN + CN_MSG_SIZE + HEADER_SIZE + data.len()];
+    let n = encode_frame(sock.port_id(), &cn, &[&head, data], &mut frame).ok_or_else(invalid)?;
+    // SAFETY: `frame` is readable for `n` bytes for the whole call.
+    let w = unsafe { libc::write(sock.as_raw_fd(), frame.as_ptr().cast(), n) };
+    if w < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Sends the reply to `h`, normal or spoilt by `fault` (and then, if the
-/// fault says so, the normal one too).
+/// fault says so, the normal one too); a normal one with write(2) when
+/// `by_write`.
 fn reply(
     sock: &ConnectorSocket,
     h: &RequestHeader,
     answer: (i32, Vec<u8>),
     fault: Option<Fault>,
+    by_write: bool,
 ) -> io::Result<()> {
     let Some(fault) = fault else {
-        return send_answer(sock, h, answer, None);
+        return send_answer(sock, h, answer, None, by_write);
     };
-    send_answer(sock, h, answer.clone(), Some(fault.action))?;
+    send_answer(sock, h, answer.clone(), Some(fault.action), by_write)?;
     if fault.then_good {
-        send_answer(sock, h, answer, None)?;
+        send_answer(sock, h, answer, None, by_write)?;
     }
     Ok(())
 }
 
-/// Sends one answer to `h`, spoilt by `action` if given.
+/// Sends one answer to `h`, spoilt by `action` if given; a normal one with
+/// write(2) when `by_write`.
 fn send_answer(
     sock: &ConnectorSocket,
     h: &RequestHeader,
     answer: (i32, Vec<u8>),
     action: Option<Action>,
+    by_write: bool,
 ) -> io::Result<()> {
     let (error, mut data) = answer;
     let mut out = h.clone();
@@ -246,11 +313,15 @@ fn send_answer(
         Some(Action::Drop) => return Ok(()),
         Some(Action::Exit) => std::process::exit(3),
     }
-    sock.send_reply(&out, &data)
+    if by_write {
+        write_reply(sock, &out, &data)
+    } else {
+        sock.send_reply(&out, &data)
+    }
 }
 
 fn run(mut o: Options) -> io::Result<()> {
-    let sock = ConnectorSocket::open(SocketOptions::default())?;
+    let sock = open_socket(o.open_as)?;
     let mut trace = match &o.trace {
         Some(path) => Some(OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
@@ -307,7 +378,7 @@ fn run(mut o: Options) -> io::Result<()> {
             Some(kind) => model.answer(&h.uuid, h.luid, kind, &data),
             None => (model::EINVAL, Vec::new()),
         };
-        if let Err(e) = reply(&sock, &h, answer, fault) {
+        if let Err(e) = reply(&sock, &h, answer, fault, o.write) {
             eprintln!("ulog-test-server: reply to seq {} failed: {e}", h.seq);
         }
     }

@@ -160,6 +160,13 @@ impl ConnectorSocket {
     /// among them the process-events connector, whose traffic could then
     /// crowd out log requests.
     pub fn open(options: SocketOptions) -> io::Result<Self> {
+        Self::from_socket(Self::socket(options)?, options)
+    }
+
+    /// Creates an unbound `NETLINK_CONNECTOR` socket, for
+    /// [`Self::from_socket`]. The kernel records the credentials of the
+    /// caller as those of the socket's opener.
+    pub fn socket(options: SocketOptions) -> io::Result<OwnedFd> {
         let mut kind = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
         if options.nonblocking {
             kind |= libc::SOCK_NONBLOCK;
@@ -170,8 +177,13 @@ impl ConnectorSocket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
 
+    /// Sets up `fd`, a socket from [`Self::socket`] (possibly created
+    /// under other credentials), as [`Self::open`] does. Needs
+    /// `CAP_NET_ADMIN` (root).
+    pub fn from_socket(fd: OwnedFd, options: SocketOptions) -> io::Result<Self> {
         let rcvbuf = libc::c_int::try_from(options.rcvbuf).unwrap_or(libc::c_int::MAX);
         if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf).is_err() {
             setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf)?;

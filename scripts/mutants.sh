@@ -54,7 +54,8 @@ mutate() { "${py[@]}" apply "$list" "$1" "$tree"; }
 # mutant may make a test loop: it gets three times the unmutated run).
 declare -A HOST_LIMIT
 host_test() {
-	(cd "$tree/tools" && CARGO_TARGET_DIR=$out/target timeout "${3:-1800}" \
+	# A mutant may also make a test grow without bound: 4 GiB at most.
+	(ulimit -v 4194304 && cd "$tree/tools" && CARGO_TARGET_DIR=$out/target timeout "${3:-1800}" \
 		cargo test --locked -q -p "$1") >"$2" 2>&1
 }
 
@@ -133,8 +134,15 @@ if [ ${#guest_names[@]} -gt 0 ]; then
 				[[ " ${all_tests[*]} " == *" $t "* ]] || all_tests+=("$t")
 			done
 		else
-			RESULT[$name]="compiler" SECS[$name]=$(($(date +%s) - s))
-			WHY[$name]=$(grep -m1 -E '^error' "$out/$name-build.log" || true)
+			# Killed by the compiler only if rustc refused it: a build
+			# refused for a warning is a mutant to fix, not a kill.
+			if grep -q '^error\[' "$out/build/$name/build.log" 2>/dev/null; then
+				RESULT[$name]=compiler
+			else
+				RESULT[$name]="NOT RUN (build refused: warnings)"
+			fi
+			SECS[$name]=$(($(date +%s) - s))
+			WHY[$name]=$(grep -m1 -E '^(error|warning)' "$out/build/$name/build.log" 2>/dev/null || true)
 		fi
 		restore "$name"
 	done
@@ -191,7 +199,7 @@ total=${#names[@]} killed=0 equivalent=0 survivors=()
 	for name in "${names[@]}"; do
 		r=${RESULT[$name]:-SURVIVED}
 		case "$r" in
-		SURVIVED) survivors+=("$name") ;;
+		SURVIVED | NOT\ RUN*) survivors+=("$name") ;;
 		EQUIVALENT) equivalent=$((equivalent + 1)) ;;
 		*) killed=$((killed + 1)) ;;
 		esac

@@ -12,7 +12,7 @@ LLVM ?= $(shell scripts/kernel-llvm.sh $(KDIR))
 
 .PHONY: all module clippy tools check check-reach stress demo bench clean help
 .PHONY: install uninstall dkms dkms-uninstall htmldocs cluster-check fuzz-compare
-.PHONY: rust-headers deb deb-check
+.PHONY: rust-headers deb deb-check mutants
 
 all: module
 
@@ -40,6 +40,14 @@ check-reach:
 # The long form of the stress kselftests on the 6.12 debug kernel (hours).
 stress:
 	scripts/stress.sh
+
+# Mutation testing: the faults of scripts/mutants/list, each run against
+# the cheapest tests that should catch it (cargo on the host, kselftests in
+# one QEMU boot of the 6.12 debug kernel); a table of mutant, killer and
+# time in out/mutants. Fails below 90% killed.
+mutants:
+	scripts/deps.sh
+	scripts/mutants.sh
 
 # The product end to end in QEMU on the perf kernel: a mirror with a
 # userspace log served by dm-ulogd, written, resynced, shown, removed.
@@ -124,6 +132,8 @@ help:
 	@echo 'make check       install prerequisites, lint, unit tests, kselftests in QEMU'
 	@echo '                 on 6.12 and 7.3 (DMLU_SERIES=6.12, DMLU_TESTS=a.sh,b.sh: fewer)'
 	@echo 'make stress      the long form of the stress kselftests (DMLU_STRESS_TESTS=)'
+	@echo 'make mutants     mutation testing: hand-written faults against their killer'
+	@echo '                 tests, a table in out/mutants (DMLU_MUTANTS=a,b: only those)'
 	@echo 'make demo        a userspace-log mirror end to end in QEMU'
 	@echo 'make bench       our module vs the C module and the kernel logs, in QEMU:'
 	@echo '                 out/bench/bench.md, .json, .png (DMLU_BENCH_QUICK=1: short run)'

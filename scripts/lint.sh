@@ -52,6 +52,10 @@ log "module: rustfmt"
 rustfmt --check --edition 2021 --config-path "$TOP/.rustfmt.toml" "$TOP/src/dm_log_userspace.rs" \
 	|| die "src/ is not rustfmt-clean (run: rustfmt --edition 2021 src/dm_log_userspace.rs)"
 
+log "mutants: every fault of scripts/mutants/list still applies"
+python3 "$TOP/scripts/mutants/mutants.py" check "$TOP/scripts/mutants/list" "$TOP" \
+	|| die "a mutant of scripts/mutants/list no longer applies: update its text to the code"
+
 log "module: unsafe only in the abstraction layer"
 "$TOP/scripts/check-unsafe.sh"
 

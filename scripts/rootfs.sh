@@ -4,7 +4,8 @@
 # Assemble the guest's root filesystem as an initramfs: busybox, the
 # programs the tests drive (dmsetup, fio, bash, coreutils' timeout), both
 # dm-log-userspace modules (ours and the kernel's C one), the userspace tools
-# and the installed kselftests. Prints the path of the cpio archive.
+# and the installed kselftests (and DMLU_GUEST_EXTRA, a directory, as
+# /extra). Prints the path of the cpio archive.
 #
 # Usage: scripts/rootfs.sh <kernel build dir> <our .ko> <tools dir> <kselftest dir> <out dir>
 . "$(dirname "$0")/lib.sh"
@@ -66,6 +67,11 @@ if [ -d "$kbuild/modules/lib/modules" ]; then
 fi
 
 cp -a "$kst" "$root/kselftest"
+# Extra files for one run (scripts/mutants.sh ships its modules so).
+if [ -n "${DMLU_GUEST_EXTRA:-}" ]; then
+	mkdir -p "$root/extra"
+	cp -a "$DMLU_GUEST_EXTRA/." "$root/extra/"
+fi
 install -m 755 "$TOP/scripts/guest-init.sh" "$root/init"
 cp -a "$TOP/scripts/guest/." "$root/usr/libexec/dmlu/" 2>/dev/null || true
 # What guest.sh calls a splat, for tests that check fault-injection reports are not.

@@ -89,7 +89,7 @@ garbled bad-data-size "dropped a malformed message for request [0-9]+: data_size
 garbled short-cn-len "dropped a malformed message for request [0-9]+: data_size 8 but 0 bytes" \
 	"the right data cut off by cn_msg.len"
 garbled ack-error=70000 "$GSC: ack with errno 70000" "an ack with errno 70000"
-garbled value=40 "$GSC: impossible answer \(40, 0\)" "a sync count above the 32 regions"
+garbled value=33 "$GSC: impossible answer \(33, 0\)" "a sync count of 33, one above the 32 regions"
 garbled wrong-luid "$GSC: it names another log" "a reply naming another luid"
 garbled wrong-uuid "$GSC: it names another log" "a reply naming another uuid"
 garbled wrong-type "$GSC: it names request type 8" "a reply naming another request type"

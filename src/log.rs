@@ -28,7 +28,7 @@ use crate::wire::{
     MAX_REQUEST_PAYLOAD,
 };
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     alloc::KVVec,
     new_spinlock,
@@ -179,6 +179,10 @@ pub(crate) struct UserspaceLog {
     stats: LogStats,
     /// The server's last sync count, shown when it cannot be asked.
     last_sync_count: AtomicU64,
+    /// Clears were sent with no FLUSH after them: the lazy FLUSH has work.
+    /// Changed with the lane held, so a lazy FLUSH that waited for the lane
+    /// behind a flush with marks (which committed them) sends nothing.
+    clears_uncommitted: AtomicBool,
     noisy: Ratelimit,
 }
 
@@ -431,6 +435,7 @@ impl DirtyLog for UserspaceLog {
             in_sync_memo <- new_spinlock!(InSyncMemo::new(), "dm_log_userspace:in_sync_memo"),
             stats: LogStats::default(),
             last_sync_count: AtomicU64::new(0),
+            clears_uncommitted: AtomicBool::new(false),
             noisy: Ratelimit::new(),
         }? Error))
     }
@@ -583,6 +588,13 @@ impl DirtyLog for UserspaceLog {
                 // Not committed: they go out with the next flush.
                 Err(_) => in_flight.move_into(pending, from),
             };
+        }
+        if r.is_ok() {
+            if plan.needs_lazy_flush() {
+                log.clears_uncommitted.store(true, Ordering::Relaxed);
+            } else if plan.sent_marks() {
+                log.clears_uncommitted.store(false, Ordering::Relaxed);
+            }
         }
         drop(lane);
         match r {
@@ -755,7 +767,11 @@ impl DirtyLog for UserspaceLog {
 
     fn deferred(log: &Log<Self>) {
         let mut lane = log.channel.lane();
+        if !log.clears_uncommitted.swap(false, Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = log.do_request(&mut lane, RequestType::Flush, &[], &mut []) {
+            log.clears_uncommitted.store(true, Ordering::Relaxed);
             pr_err!(
                 "[{}] lazy flush failed: {:?}\n",
                 log.channel.id().short(),

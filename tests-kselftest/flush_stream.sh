@@ -52,8 +52,12 @@ wait_trace "$a" FLUSH 30 >/dev/null
 dd if="$WORK/random-20m" of=/dev/mapper/dmlu-fa bs=20M count=1 seek=1 oflag=direct status=none
 wait "$first"
 rm -f "$WORK/random-20m"
-# Until the clears' lazy FLUSH came (every check below looks before it).
-lazy_came() { trace_awk "$a" 'ty == "CLEAR_REGION" { c = 1 } ty == "FLUSH" && c { ok = 1 } END { exit !ok }'; }
+# Until the clears' lazy FLUSH came: a FLUSH after clears and no marks
+# (every check below looks before it).
+lazy_came() {
+	trace_awk "$a" 'ty == "MARK_REGION" { m = 1 } ty == "CLEAR_REGION" { c = 1 }
+		ty == "FLUSH" { if (c && !m) ok = 1; m = 0; c = 0 } END { exit !ok }'
+}
 eventually 30 lazy_came
 
 check "40 regions marked in one flush: MARK_REGION of 32 and of 8, then one FLUSH" \

@@ -163,19 +163,21 @@ first=$!
 wait_trace "$LUID" FLUSH 30 >/dev/null # at the server, held 4 s
 dd if=/dev/zero of=/dev/mapper/dmlu-rf bs=2M count=1 oflag=direct status=none
 wait "$first"
-# Each region of the refused group is then sent alone.
-marks_split() {
-	local at r
-	at=$(grep -n " luid=$LUID type=MARK_REGION .* fault=" "$TRACE" | head -n1 | cut -d: -f1)
-	for r in $(field "$mark_group" regions | tr , ' '); do
-		tail -n +"$((at + 1))" "$TRACE" | grep " luid=$LUID type=MARK_REGION " |
+# sent_alone_after TYPE: each region of the first group of TYPE the server
+# refused was sent again alone after it.
+sent_alone_after() {
+	local line at r
+	line=$(grep -n " luid=$LUID type=$1 .* fault=" "$TRACE" | head -n1)
+	at=${line%%:*}
+	for r in $(field "${line#*:}" regions | tr , ' '); do
+		tail -n +"$((at + 1))" "$TRACE" | grep " luid=$LUID type=$1 " |
 			grep -Eq "regions=$r( |\$)" || return 1
 	done
 }
 mark_group=$(trace_of "$LUID" | grep " type=MARK_REGION .* fault=" | head -n1)
 if [ -n "$mark_group" ]; then
 	check "a refused group of marks ($(field "$mark_group" regions)) is sent again one region per request" \
-		marks_split
+		sent_alone_after MARK_REGION
 	dump_traces_if_failed "$LUID"
 else
 	ktap_test_skip "a refused group of marks: the write's marks came in no group"
@@ -193,17 +195,9 @@ for try in 1 2 3 4 5 6 7 8; do
 	}
 	eventually 3 refused_clears && break
 done
-singles_after() {
-	local at r
-	at=$(grep -n " luid=$LUID type=CLEAR_REGION .* fault=" "$TRACE" | head -n1 | cut -d: -f1)
-	for r in $(field "$group" regions | tr , ' '); do
-		tail -n +"$((at + 1))" "$TRACE" | grep " luid=$LUID type=CLEAR_REGION " |
-			grep -Eq "regions=$r( |\$)" || return 1
-	done
-}
 if [ -n "$group" ]; then
 	check "a refused group of clears ($(field "$group" regions)) is sent again one region per request" \
-		singles_after
+		sent_alone_after CLEAR_REGION
 	dump_traces_if_failed "$LUID"
 else
 	ktap_test_skip "a refused group of clears: no clears came grouped in 8 writes"

@@ -24,6 +24,8 @@ arg() { sed -n "s/.*dmlu\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 mode=$(arg mode)
 # Several arguments travel comma-separated.
 args=$(arg args | tr ',' ' ')
+# dmlu.repeat=N: the kselftests N times in a row (flakiness runs).
+repeat=$(arg repeat)
 
 # dmlu.env.NAME=VALUE on the command line becomes NAME=VALUE here.
 for word in $(cat /proc/cmdline); do
@@ -44,13 +46,17 @@ run() {
 	case "$mode" in
 	check)
 		cd /kselftest || return 1
+		set -- -c dm-log-userspace
 		if [ -n "$args" ]; then
 			set --
 			for t in $args; do set -- "$@" -t "dm-log-userspace:$t"; done
-			./run_kselftest.sh "$@"
-		else
-			./run_kselftest.sh -c dm-log-userspace
 		fi
+		i=0
+		while [ "$i" -lt "${repeat:-1}" ]; do
+			i=$((i + 1))
+			[ "${repeat:-1}" = 1 ] || echo "DMLU-REPEAT $i of $repeat"
+			./run_kselftest.sh "$@"
+		done
 		;;
 	run)
 		# One command from the host, e.g. a benchmark or the demo.

@@ -8,15 +8,16 @@
 #
 # Usage: scripts/guest.sh [--flavour debug|perf|stock] [--series 6.12] [--tests t1,t2]
 #                         [--run 'cmd,arg,...'] [--env NAME=VALUE]... [--timeout SECS]
-#                         [--out DIR] [--smp N] [--mem MB] [--kvm]
+#                         [--out DIR] [--smp N] [--mem MB] [--kvm] [--repeat N]
 #
 # --env sets a variable in the guest's environment (tests read e.g.
 # DMLU_STRESS); values cannot hold spaces. --run takes a command whose
-# arguments are separated by commas.
+# arguments are separated by commas. --repeat runs the kselftests N times
+# in a row in the one guest, and each must pass every time.
 . "$(dirname "$0")/lib.sh"
 
 flavour=debug series=$KERNEL_SERIES mode=check args="" limit=3000
-smp=2 mem=2048 kvm=0 out="" envs=()
+smp=2 mem=2048 kvm=0 out="" envs=() repeat=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--flavour) flavour=$2; shift ;;
@@ -29,7 +30,8 @@ while [ $# -gt 0 ]; do
 	--smp) smp=$2; shift ;;
 	--mem) mem=$2; shift ;;
 	--kvm) kvm=1 ;;
-	-h|--help) sed -n '3,17p' "$0"; exit 0 ;;
+	--repeat) repeat=$2; shift ;;
+	-h|--help) sed -n '3,16p' "$0"; exit 0 ;;
 	*) die "unknown option $1 (see --help)" ;;
 	esac
 	shift
@@ -40,7 +42,6 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 kbuild=$("$TOP/scripts/kernel.sh" "$flavour" "$series")
-ksrc=$(readlink -f "$kbuild/source")
 log "kernel: $kbuild"
 if [ "$flavour" = stock ]; then
 	# Debian's own kernel: the module is built in a chroot with the
@@ -51,16 +52,11 @@ else
 fi
 tools=$("$TOP/scripts/build-tools.sh")
 
-# Install the kselftests through the kernel tree's own machinery (one run at
-# a time: the tree is shared by every checkout on this machine).
-kst_src="$ksrc/tools/testing/selftests/dm-log-userspace"
+# The kselftests and the programs they run, installed by their own Makefile
+# through the kernel tree's selftests machinery.
 rm -rf "$out/kselftest"
-(
-	flock 8
-	rsync -a --delete --exclude ulog-test-server "$TOP/tests-kselftest/" "$kst_src/"
-	quiet "$out/kselftest-install.log" make -C "$ksrc/tools/testing/selftests" \
-		TARGETS=dm-log-userspace install INSTALL_PATH="$out/kselftest"
-) 8>"$ksrc/.dmlu-kselftest.lock"
+quiet "$out/kselftest-install.log" make -C "$TOP/tests-kselftest" install \
+	KDIR="$kbuild" INSTALL_PATH="$out/kselftest" DMLU_TOOLS="$tools"
 cpio=$("$TOP/scripts/rootfs.sh" "$kbuild" "$ko" "$tools" "$out/kselftest" "$out")
 
 console="$out/console.log" ktap="$out/ktap.log"
@@ -73,6 +69,7 @@ cmdline="console=ttyS0 panic=-1 loglevel=7 log_buf_len=4M dmlu.mode=$mode"
 [ "$flavour" = stock ] && cmdline="$cmdline no_timer_check"
 [ -n "$args" ] && cmdline="$cmdline dmlu.args=$args"
 for e in "${envs[@]}"; do cmdline="$cmdline dmlu.env.$e"; done
+[ "$repeat" -gt 1 ] && cmdline="$cmdline dmlu.repeat=$repeat"
 
 qemu_pid="" tail_pid="" dog_pid=""
 cleanup() {
@@ -151,15 +148,18 @@ if [ "$mode" = check ]; then
 	results=$(tr -d '\r' <"$ktap" | grep -a -E '^(not )?ok [0-9]+ selftests: ' || true)
 	while read -r t; do
 		[ -n "$t" ] || continue
-		line=$(grep -E "^(not )?ok [0-9]+ selftests: dm-log-userspace: $t( |\$)" <<<"$results" | tail -n1 || true)
-		if [ -z "$line" ]; then
+		lines=$(grep -E "^(not )?ok [0-9]+ selftests: dm-log-userspace: $t( |\$)" <<<"$results" || true)
+		runs=$(grep -c . <<<"$lines" || true)
+		if [ "$runs" -eq 0 ]; then
 			missing+=("$t")
-		elif [[ "$line" == *"# SKIP"* ]]; then
+		elif [ "$runs" -lt "$repeat" ]; then
+			missing+=("$t (ran $runs of $repeat times)")
+		elif [[ "$lines" == *"# SKIP"* ]]; then
 			skipped+=("$t")
 		fi
 	done <<<"$expected"
 	ran=$((n_expected - ${#missing[@]}))
-	log "kselftests: $ran of $n_expected ran"
+	log "kselftests: $ran of $n_expected ran$([ "$repeat" = 1 ] || echo " $repeat times each, $(grep -a -c -E '^not ok [0-9]+ selftests: ' "$ktap" || true) failed runs")"
 	[ ${#missing[@]} -eq 0 ] || fail+=("kselftests that did not run: ${missing[*]}")
 	[ ${#skipped[@]} -eq 0 ] || fail+=("kselftests that skipped themselves: ${skipped[*]}")
 	inner_skips=$(grep -a -E '^# ok [0-9]+ .*# SKIP' "$ktap" || true)

@@ -49,8 +49,14 @@ done
 mkdir -p "$root/etc/corosync/uidgid.d" "$root/var/lib/corosync" "$root/var/log/corosync"
 ln -s ../run "$root/var/run"
 
+# Those the kselftests installed with them are linked, not copied twice.
 for prog in "$tools"/*; do
-	[ -f "$prog" ] && [ -x "$prog" ] && install -m 755 "$prog" "$root/usr/bin/"
+	[ -f "$prog" ] && [ -x "$prog" ] || continue
+	if [ -f "$kst/dm-log-userspace/${prog##*/}" ]; then
+		ln -s "/kselftest/dm-log-userspace/${prog##*/}" "$root/usr/bin/"
+	else
+		install -m 755 "$prog" "$root/usr/bin/"
+	fi
 done
 
 install -m 644 "$ko" "$root/lib/modules/dmlu/rust/dm-log-userspace.ko"

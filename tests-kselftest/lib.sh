@@ -5,6 +5,8 @@
 # the module, mirrors over loop devices, and the kernel log.
 
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The programs installed with the tests come first.
+PATH=$DIR:$PATH
 . "$DIR/../kselftest/ktap_helpers.sh"
 
 # Our module; the in-tree C module it replaces, for comparisons.

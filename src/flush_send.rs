@@ -90,7 +90,7 @@ impl WindowResult {
             Wait::Done(Answer::Refused(errno)) => GroupFailure::Refused(index, errno),
             Wait::Done(Answer::Resend) | Wait::TimedOut => GroupFailure::Unanswered(index),
         };
-        if self.unsent.is_none() && self.first.is_none() {
+        if self.first.is_none() {
             self.first = Some(failure);
         }
     }
@@ -98,9 +98,10 @@ impl WindowResult {
     /// `Ok` if every group succeeded at its first attempt; otherwise the
     /// first that did not and why (a refusal's errno).
     pub(crate) fn finish(self) -> Result<(), GroupFailure<u32>> {
-        match (self.unsent, self.first) {
-            (Some(i), _) => Err(GroupFailure::Unanswered(i)),
-            (None, Some(f)) => Err(f),
+        // The groups sent come before the first group not sent.
+        match (self.first, self.unsent) {
+            (Some(f), _) => Err(f),
+            (None, Some(i)) => Err(GroupFailure::Unanswered(i)),
             (None, None) => Ok(()),
         }
     }
@@ -366,7 +367,17 @@ mod tests {
             window_result(2, 2, &[Wait::Done(Answer::Resend), ok]),
             Err(GroupFailure::Unanswered(0))
         );
-        // A group that could not be sent: sent again from there.
+        // A group that could not be sent: sent again from there...
         assert_eq!(window_result(3, 1, &[ok]), Err(GroupFailure::Unanswered(1)));
+        // ...unless a group sent before it failed: the server may have lost
+        // it (it went away, hence the failed send), or refused it.
+        assert_eq!(
+            window_result(3, 2, &[Wait::TimedOut, ok]),
+            Err(GroupFailure::Unanswered(0))
+        );
+        assert_eq!(
+            window_result(3, 2, &[ok, Wait::Done(Answer::Refused(5))]),
+            Err(GroupFailure::Refused(1, 5))
+        );
     }
 }

@@ -15,7 +15,7 @@
 
 use crate::compat::{cstr_bytes, new_spinlock_irq, SpinLockIrq, EPROTO};
 use crate::dirty_log::{CtrContext, DirtyLog, Log, StatusType, StatusWriter};
-use crate::flush_plan::{FlushPlan, FromIter, RegionSource};
+use crate::flush_plan::{FlushPlan, FromIter, Stepwise};
 use crate::flush_send::{self, GroupFailure, GroupLink, GroupWindow};
 use crate::geometry::Geometry;
 use crate::hints::{RecoveryHints, RemoteRecovering};
@@ -125,27 +125,6 @@ fn bitmap(count: u64) -> Result<Bitmap> {
         KVVec::from_elem(0, summary, flags)?,
     )
     .ok_or(EINVAL)
-}
-
-/// The marks being flushed, taken a group at a time.
-struct InFlightMarks<'a> {
-    marks: &'a SpinLockIrq<Marks>,
-    /// Where to resume; `None` once all are taken.
-    next: Option<u64>,
-}
-
-impl RegionSource for InFlightMarks<'_> {
-    fn fill(&mut self, out: &mut [u64]) -> usize {
-        // One bounded step per lock hold: interrupts are off while held.
-        while let Some(from) = self.next.filter(|_| !out.is_empty()) {
-            let (n, next) = self.marks.lock().in_flight.fill_from(from, out);
-            self.next = next;
-            if n > 0 {
-                return n;
-            }
-        }
-        0
-    }
 }
 
 /// What a log did, reported when it is destroyed.
@@ -545,10 +524,9 @@ impl DirtyLog for UserspaceLog {
             core::mem::swap(pending, in_flight);
         }
         let clears = FromIter(log.clears.take_all());
-        let marks = InFlightMarks {
-            marks: &log.marks,
-            next: Some(0),
-        };
+        // One bounded step per lock hold: interrupts are off while held.
+        let marks =
+            Stepwise::new(|from, out: &mut [u64]| log.marks.lock().in_flight.fill_from(from, out));
         let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
         let before = log.channel.counters();
         let r = flush_send::send_plan(

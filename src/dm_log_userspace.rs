@@ -17,7 +17,8 @@
 //!   pure helpers usable on the host too: [`waiting`], [`reply`], [`resend`];
 //! - the log, [`log`], over pure helpers usable on the host too: [`wire`],
 //!   [`table_args`], [`geometry`], [`flush_plan`], [`flush_send`],
-//!   [`lazy_flush`], [`replay`], [`region_set`], [`hints`], [`in_sync_memo`].
+//!   [`lazy_flush`], [`replay`], [`luid`], [`region_set`], [`hints`],
+//!   [`in_sync_memo`].
 
 use kernel::{c_str, prelude::*, sync::Arc};
 
@@ -34,6 +35,7 @@ mod hints;
 mod in_sync_memo;
 mod lazy_flush;
 mod log;
+mod luid;
 mod mempool;
 mod random;
 mod ratelimit;

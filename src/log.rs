@@ -21,6 +21,7 @@ use crate::geometry::Geometry;
 use crate::hints::{RecoveryHints, RemoteRecovering};
 use crate::in_sync_memo::InSyncMemo;
 use crate::lazy_flush::{Deferred, LazyFlush};
+use crate::luid::Luids;
 use crate::mempool::PooledQueue;
 use crate::ratelimit::Ratelimit;
 use crate::region_set::{words_for, RegionSet};
@@ -72,26 +73,15 @@ const ASK_AGAIN_MAX_MS: u32 = 5000;
 /// local unique ids.
 pub(crate) struct Shared {
     transfer: Arc<Transfer>,
-    next_luid: AtomicU64,
+    luids: Luids,
 }
 
 impl Shared {
-    /// Shared state over `transfer`. Local ids count up from `salt`, taken
-    /// below 2^63: unique per instance, and never equal to a canonical
-    /// kernel address (whose top bit is set), unlike the C module's.
+    /// Shared state over `transfer`, with local ids counting up from `salt`.
     pub(crate) fn new(transfer: Arc<Transfer>, salt: u64) -> Self {
         Self {
             transfer,
-            next_luid: AtomicU64::new(salt >> 1),
-        }
-    }
-
-    fn new_luid(&self) -> u64 {
-        loop {
-            let luid = self.next_luid.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> 1);
-            if luid != 0 {
-                return luid;
-            }
+            luids: Luids::new(salt),
         }
     }
 }
@@ -378,7 +368,7 @@ impl DirtyLog for UserspaceLog {
         ctr.extend_from_slice(&buf[..len], GFP_KERNEL)?;
         let id = LogId {
             uuid: table.uuid,
-            luid: shared.new_luid(),
+            luid: shared.luids.next(),
         };
         let channel = Channel::new(shared.transfer.clone(), id)?;
         let marks = Marks::new(0)?;

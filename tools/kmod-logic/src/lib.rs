@@ -21,6 +21,8 @@ mod hints;
 mod in_sync_memo;
 #[path = "../../../src/lazy_flush.rs"]
 mod lazy_flush;
+#[path = "../../../src/luid.rs"]
+mod luid;
 #[path = "../../../src/region_set.rs"]
 mod region_set;
 #[path = "../../../src/replay.rs"]

@@ -13,9 +13,12 @@
 //!   [`completion`], [`mempool`], [`delayed_work`], [`time`], [`random`],
 //!   and [`compat`], what differs between Linux 6.12 and 7.3 (an irq-safe
 //!   spinlock, error codes, C strings; the KUnit suites of the helpers);
-//! - the transfer layer, [`transfer`]: requests, waiters and replies;
+//! - the transfer layer, [`transfer`]: requests, waiters and replies, over
+//!   pure helpers usable on the host too: [`waiting`], [`reply`], [`resend`];
 //! - the log, [`log`], over pure helpers usable on the host too: [`wire`],
-//!   [`table_args`], [`geometry`], [`flush_plan`], [`region_set`], [`hints`].
+//!   [`table_args`], [`geometry`], [`flush_plan`], [`flush_send`],
+//!   [`lazy_flush`], [`replay`], [`luid`], [`region_set`], [`hints`],
+//!   [`in_sync_memo`].
 
 use kernel::{c_str, prelude::*, sync::Arc};
 
@@ -26,18 +29,24 @@ mod connector;
 mod delayed_work;
 mod dirty_log;
 mod flush_plan;
+mod flush_send;
 mod geometry;
 mod hints;
 mod in_sync_memo;
+mod lazy_flush;
 mod log;
+mod luid;
 mod mempool;
 mod random;
 mod ratelimit;
 mod region_set;
+mod replay;
 mod reply;
+mod resend;
 mod table_args;
 mod time;
 mod transfer;
+mod waiting;
 pub mod wire;
 
 /// The module's version, from the `VERSION` file (via `Kbuild`).

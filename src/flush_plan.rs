@@ -151,6 +151,40 @@ impl<I: Iterator<Item = u64>> RegionSource for FromIter<I> {
     }
 }
 
+/// A [`RegionSource`] that takes regions a bounded step at a time, as the
+/// log takes its marks: one step per hold of a lock that disables
+/// interrupts. `step(from, out)` writes regions at or above `from` into
+/// `out` and returns how many, and where the next step starts (`None`: no
+/// region left); a step may write none and still have regions left.
+pub(crate) struct Stepwise<F: FnMut(u64, &mut [u64]) -> (usize, Option<u64>)> {
+    step: F,
+    /// Where the next step starts; `None` once all are taken.
+    next: Option<u64>,
+}
+
+impl<F: FnMut(u64, &mut [u64]) -> (usize, Option<u64>)> Stepwise<F> {
+    /// A source of the regions `step` finds from 0 on.
+    pub(crate) fn new(step: F) -> Self {
+        Self {
+            step,
+            next: Some(0),
+        }
+    }
+}
+
+impl<F: FnMut(u64, &mut [u64]) -> (usize, Option<u64>)> RegionSource for Stepwise<F> {
+    fn fill(&mut self, out: &mut [u64]) -> usize {
+        while let Some(from) = self.next.filter(|_| !out.is_empty()) {
+            let (n, next) = (self.step)(from, out);
+            self.next = next;
+            if n > 0 {
+                return n;
+            }
+        }
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +236,34 @@ mod tests {
         assert!(!lazy);
         let (reqs, _) = plan(0, 2, true);
         assert_eq!(reqs, [(F, vec![0, 1])]);
+    }
+
+    /// A step over the sorted `regions` as a bitmap scan takes it: the
+    /// regions in `from..from + 100` while `out` has room; the next step
+    /// starts at the region that did not fit, or past the scanned range.
+    fn step(regions: &[u64], from: u64, out: &mut [u64]) -> (usize, Option<u64>) {
+        let rest: Vec<u64> = regions.iter().copied().filter(|&r| r >= from).collect();
+        let found = rest.iter().take_while(|&&r| r < from + 100).count();
+        let n = found.min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        let next = if n < found {
+            Some(rest[n])
+        } else {
+            rest.get(n).map(|_| from + 100)
+        };
+        (n, next)
+    }
+
+    #[test]
+    fn marks_taken_step_by_step_all_go_out_in_order() {
+        let regions: Vec<u64> = (0..40).chain([1000, 5000]).chain(5002..5030).collect();
+        let marks = Stepwise::new(|from, out: &mut [u64]| step(&regions, from, out));
+        let mut p = FlushPlan::new(FromIter(0..0), marks, false);
+        let groups: Vec<_> = p.by_ref().map(|g| (g.kind, g.regions().to_vec())).collect();
+        let sent: Vec<u64> = groups.iter().flat_map(|(_, r)| r.clone()).collect();
+        assert_eq!(sent, regions);
+        // A group is what one step found, at most 32; empty steps are skipped.
+        assert_eq!(kinds(&groups), [(M, 32), (M, 8), (M, 1), (M, 29), (F, 0)]);
     }
 
     #[test]

@@ -8,27 +8,33 @@
 //! read lock) neither sleeps nor fails, and a mark whose flush fails is put
 //! back, not lost. Clears wait in a queue of mempool nodes and may be
 //! dropped under memory pressure, which only costs a resync. A flush sends
-//! all its requests at once (see `flush_plan.rs` for their order); a flush
-//! of clears alone sends no FLUSH and leaves a lazy one for 3 s later.
+//! all its requests at once (see `flush_plan.rs` for their order and
+//! `flush_send.rs` for how they go out); a flush of clears alone sends no
+//! FLUSH and leaves a lazy one for 3 s later (`lazy_flush.rs`). A request
+//! made while no server listens waits for one (`replay.rs`).
 
 use crate::compat::{cstr_bytes, new_spinlock_irq, SpinLockIrq, EPROTO};
 use crate::dirty_log::{CtrContext, DirtyLog, Log, StatusType, StatusWriter};
-use crate::flush_plan::{FlushPlan, FromIter, Group, RegionSource};
+use crate::flush_plan::{FlushPlan, FromIter, Stepwise};
+use crate::flush_send::{self, GroupFailure, GroupLink, GroupWindow};
 use crate::geometry::Geometry;
 use crate::hints::{RecoveryHints, RemoteRecovering};
 use crate::in_sync_memo::InSyncMemo;
+use crate::lazy_flush::{Deferred, LazyFlush};
+use crate::luid::Luids;
 use crate::mempool::PooledQueue;
 use crate::ratelimit::Ratelimit;
 use crate::region_set::{words_for, RegionSet};
+use crate::replay::{self, Event};
 use crate::table_args::{ctr_server_args, write_printable, write_table_line, TableArgs};
 use crate::time::{jiffies, msecs_to_jiffies, msleep};
-use crate::transfer::{Channel, GroupFailure, Lane, LogId, Transfer, MAX_REPLY_CAPACITY, WINDOW};
+use crate::transfer::{Channel, Lane, LogId, Transfer, MAX_REPLY_CAPACITY};
 use crate::wire::{
     payload_i64, payload_u64, put_words, RequestType, MAX_DEVICE_NAME, MAX_GROUP_REGIONS,
     MAX_REQUEST_PAYLOAD,
 };
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
     alloc::KVVec,
     new_spinlock,
@@ -67,26 +73,15 @@ const ASK_AGAIN_MAX_MS: u32 = 5000;
 /// local unique ids.
 pub(crate) struct Shared {
     transfer: Arc<Transfer>,
-    next_luid: AtomicU64,
+    luids: Luids,
 }
 
 impl Shared {
-    /// Shared state over `transfer`. Local ids count up from `salt`, taken
-    /// below 2^63: unique per instance, and never equal to a canonical
-    /// kernel address (whose top bit is set), unlike the C module's.
+    /// Shared state over `transfer`, with local ids counting up from `salt`.
     pub(crate) fn new(transfer: Arc<Transfer>, salt: u64) -> Self {
         Self {
             transfer,
-            next_luid: AtomicU64::new(salt >> 1),
-        }
-    }
-
-    fn new_luid(&self) -> u64 {
-        loop {
-            let luid = self.next_luid.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> 1);
-            if luid != 0 {
-                return luid;
-            }
+            luids: Luids::new(salt),
         }
     }
 }
@@ -120,27 +115,6 @@ fn bitmap(count: u64) -> Result<Bitmap> {
         KVVec::from_elem(0, summary, flags)?,
     )
     .ok_or(EINVAL)
-}
-
-/// The marks being flushed, taken a group at a time.
-struct InFlightMarks<'a> {
-    marks: &'a SpinLockIrq<Marks>,
-    /// Where to resume; `None` once all are taken.
-    next: Option<u64>,
-}
-
-impl RegionSource for InFlightMarks<'_> {
-    fn fill(&mut self, out: &mut [u64]) -> usize {
-        // One bounded step per lock hold: interrupts are off while held.
-        while let Some(from) = self.next.filter(|_| !out.is_empty()) {
-            let (n, next) = self.marks.lock().in_flight.fill_from(from, out);
-            self.next = next;
-            if n > 0 {
-                return n;
-            }
-        }
-        0
-    }
 }
 
 /// What a log did, reported when it is destroyed.
@@ -179,10 +153,8 @@ pub(crate) struct UserspaceLog {
     stats: LogStats,
     /// The server's last sync count, shown when it cannot be asked.
     last_sync_count: AtomicU64,
-    /// Clears were sent with no FLUSH after them: the lazy FLUSH has work.
-    /// Changed with the lane held, so a lazy FLUSH that waited for the lane
-    /// behind a flush with marks (which committed them) sends nothing.
-    clears_uncommitted: AtomicBool,
+    /// Whether the lazy FLUSH has work; changed with the lane held.
+    lazy_flush: LazyFlush,
     noisy: Ratelimit,
 }
 
@@ -200,42 +172,7 @@ impl UserspaceLog {
         data: &[u8],
         reply: &mut [u8],
     ) -> Result<usize> {
-        loop {
-            match self.channel.request(lane, kind, data, reply) {
-                Err(e) if e == ESRCH => {}
-                r => return r,
-            }
-            let id = self.channel.id().short();
-            pr_err!("[{}] userspace log server not found\n", id);
-            loop {
-                msleep(RECONNECT_MS);
-                pr_warn!("[{}] attempting to contact userspace log server...\n", id);
-                let mut dev = [0u8; MAX_DEVICE_NAME];
-                if self
-                    .channel
-                    .request(lane, RequestType::Ctr, &self.ctr, &mut dev)
-                    .is_ok()
-                {
-                    break;
-                }
-            }
-            pr_info!(
-                "[{}] reconnected to userspace log server: CTR complete\n",
-                id
-            );
-            if let Err(e) = self
-                .channel
-                .request(lane, RequestType::Resume, &[], &mut [])
-            {
-                pr_err!("[{}] error trying to resume userspace log: {:?}\n", id, e);
-                return Err(ESRCH);
-            }
-            // A server that lost the log may hold regions out of sync again:
-            // learn the in-sync hint anew, as after a resume (the C module
-            // keeps it, and the mirror then never asks for resync work).
-            self.hints.reset();
-            self.in_sync_memo.lock().clear();
-        }
+        replay::request(&mut LaneLink { log: self, lane }, kind, data, reply)
     }
 
     /// Asks a question about `region` whose answer is an `i64` 0 or 1 (the
@@ -326,67 +263,80 @@ impl UserspaceLog {
         *self.marks.lock() = marks;
         Ok(())
     }
+}
 
-    /// Sends the requests of a flush plan: a window at a time, all in flight
-    /// together. After a failure it goes on one request at a time, as the C
-    /// module would have from that request: a refused group of clears or
-    /// marks is sent again one region per request, a refused FLUSH fails the
-    /// flush, an unanswered request is sent again; then the requests after
-    /// it, as the server may have handled them before it.
-    fn send_plan(&self, lane: &mut Lane, plan: &mut impl Iterator<Item = Group>) -> Result {
-        loop {
-            lane.clear_groups();
-            while lane.groups().len() < WINDOW {
-                let Some(g) = plan.next() else { break };
-                // The window has room: this queues `g`.
-                lane.push_group(g);
-            }
-            let n = lane.groups().len();
-            if n == 0 {
-                return Ok(());
-            }
-            let first = match self.channel.send_groups(lane) {
-                Ok(()) => continue,
-                Err(GroupFailure::Unanswered(i)) => i,
-                Err(GroupFailure::Refused(i, e)) => {
-                    let g = lane.groups()[i];
-                    self.after_refusal(lane, &g, e)?;
-                    i + 1
-                }
-            };
-            for i in first..n {
-                let g = lane.groups()[i];
-                self.send_group_slowly(lane, &g)?;
-            }
-            for g in plan {
-                self.send_group_slowly(lane, &g)?;
-            }
-            return Ok(());
-        }
+/// A log's requests through its held lane: how flushes and replays reach
+/// the server.
+struct LaneLink<'a> {
+    log: &'a UserspaceLog,
+    lane: &'a mut Lane,
+}
+
+impl replay::Server for LaneLink<'_> {
+    type Error = Error;
+
+    fn request(&mut self, kind: RequestType, data: &[u8], reply: &mut [u8]) -> Result<usize> {
+        self.log.channel.request(self.lane, kind, data, reply)
     }
 
-    /// Sends one group, waiting for its reply (and resending it as long as
-    /// it gets none).
-    fn send_group_slowly(&self, lane: &mut Lane, g: &Group) -> Result {
+    fn is_lost(&self, e: Error) -> bool {
+        e == ESRCH
+    }
+
+    fn recreate(&mut self) -> Result {
+        let mut dev = [0u8; MAX_DEVICE_NAME];
+        self.log
+            .channel
+            .request(self.lane, RequestType::Ctr, &self.log.ctr, &mut dev)
+            .map(|_| ())
+    }
+
+    fn pause(&mut self) {
+        msleep(RECONNECT_MS);
+    }
+
+    fn forget_answers(&mut self) {
+        // The C module keeps its hint, and the mirror then never asks for
+        // resync work.
+        self.log.hints.reset();
+        self.log.in_sync_memo.lock().clear();
+    }
+
+    fn report(&mut self, event: Event<Error>) {
+        let id = self.log.channel.id().short();
+        match event {
+            Event::Lost => pr_err!("[{}] userspace log server not found\n", id),
+            Event::Trying => {
+                pr_warn!("[{}] attempting to contact userspace log server...\n", id)
+            }
+            Event::Recreated => pr_info!(
+                "[{}] reconnected to userspace log server: CTR complete\n",
+                id
+            ),
+            Event::ResumeFailed(e) => {
+                pr_err!("[{}] error trying to resume userspace log: {:?}\n", id, e)
+            }
+        }
+    }
+}
+
+impl GroupLink for LaneLink<'_> {
+    type Error = Error;
+
+    fn window(&mut self) -> &mut GroupWindow {
+        &mut self.lane.window
+    }
+
+    fn send_window(&mut self) -> core::result::Result<(), GroupFailure<Error>> {
+        self.log.channel.send_groups(self.lane)
+    }
+
+    fn send_one(&mut self, kind: RequestType, regions: &[u64]) -> Result {
         let mut bytes = [0u8; MAX_GROUP_REGIONS * 8];
-        let len = put_words(&mut bytes, g.regions()).ok_or(EINVAL)?;
-        match self.do_request(lane, g.kind, &bytes[..len], &mut []) {
-            Ok(_) => Ok(()),
-            Err(e) => self.after_refusal(lane, g, e),
-        }
-    }
-
-    /// What follows the server refusing group `g` with `e`: a group of
-    /// several clears or marks is sent again one region per request (a
-    /// server may not take groups); anything else fails the flush.
-    fn after_refusal(&self, lane: &mut Lane, g: &Group, e: Error) -> Result {
-        if g.kind == RequestType::Flush || g.regions().len() < 2 {
-            return Err(e);
-        }
-        for r in g.regions() {
-            self.do_request(lane, g.kind, &r.to_ne_bytes(), &mut [])?;
-        }
-        Ok(())
+        let len = put_words(&mut bytes, regions).ok_or(EINVAL)?;
+        self.log
+            .do_request(self.lane, kind, &bytes[..len], &mut [])
+            .map(|_| ())
     }
 }
 
@@ -418,7 +368,7 @@ impl DirtyLog for UserspaceLog {
         ctr.extend_from_slice(&buf[..len], GFP_KERNEL)?;
         let id = LogId {
             uuid: table.uuid,
-            luid: shared.new_luid(),
+            luid: shared.luids.next(),
         };
         let channel = Channel::new(shared.transfer.clone(), id)?;
         let marks = Marks::new(0)?;
@@ -435,7 +385,7 @@ impl DirtyLog for UserspaceLog {
             in_sync_memo <- new_spinlock!(InSyncMemo::new(), "dm_log_userspace:in_sync_memo"),
             stats: LogStats::default(),
             last_sync_count: AtomicU64::new(0),
-            clears_uncommitted: AtomicBool::new(false),
+            lazy_flush: LazyFlush::new(),
             noisy: Ratelimit::new(),
         }? Error))
     }
@@ -564,13 +514,18 @@ impl DirtyLog for UserspaceLog {
             core::mem::swap(pending, in_flight);
         }
         let clears = FromIter(log.clears.take_all());
-        let marks = InFlightMarks {
-            marks: &log.marks,
-            next: Some(0),
-        };
+        // One bounded step per lock hold: interrupts are off while held.
+        let marks =
+            Stepwise::new(|from, out: &mut [u64]| log.marks.lock().in_flight.fill_from(from, out));
         let mut plan = FlushPlan::new(clears, marks, log.integrated_flush);
         let before = log.channel.counters();
-        let r = log.send_plan(&mut lane, &mut plan);
+        let r = flush_send::send_plan(
+            &mut LaneLink {
+                log,
+                lane: &mut lane,
+            },
+            &mut plan,
+        );
         let after = log.channel.counters();
         if after.requests != before.requests {
             log.stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -589,25 +544,20 @@ impl DirtyLog for UserspaceLog {
                 Err(_) => in_flight.move_into(pending, from),
             };
         }
-        if r.is_ok() {
-            if plan.needs_lazy_flush() {
-                log.clears_uncommitted.store(true, Ordering::Relaxed);
-            } else if plan.sent_marks() {
-                log.clears_uncommitted.store(false, Ordering::Relaxed);
-            }
-        }
+        let deferred = r.is_ok().then(|| {
+            log.lazy_flush
+                .flushed(plan.needs_lazy_flush(), plan.sent_marks())
+        });
         drop(lane);
-        match r {
-            Ok(()) if plan.needs_lazy_flush() => {
-                // A lazy FLUSH already pending stays as it is.
+        match (r, deferred) {
+            (Ok(()), Some(Deferred::Schedule)) => {
                 log.schedule_deferred(msecs_to_jiffies(LAZY_FLUSH_MS));
             }
-            Ok(()) if plan.sent_marks() => {
-                // That FLUSH committed the earlier clears too.
+            (Ok(()), Some(Deferred::Cancel)) => {
                 log.cancel_deferred();
             }
-            Ok(()) => {}
-            Err(e) => {
+            (Ok(()), _) => {}
+            (Err(e), _) => {
                 if log.noisy.allow() {
                     pr_err!("[{}] flush failed: {:?}\n", log.channel.id().short(), e);
                 }
@@ -767,11 +717,11 @@ impl DirtyLog for UserspaceLog {
 
     fn deferred(log: &Log<Self>) {
         let mut lane = log.channel.lane();
-        if !log.clears_uncommitted.swap(false, Ordering::Relaxed) {
+        if !log.lazy_flush.take() {
             return;
         }
         if let Err(e) = log.do_request(&mut lane, RequestType::Flush, &[], &mut []) {
-            log.clears_uncommitted.store(true, Ordering::Relaxed);
+            log.lazy_flush.failed();
             pr_err!(
                 "[{}] lazy flush failed: {:?}\n",
                 log.channel.id().short(),

@@ -7,29 +7,32 @@
 //! completion and a reply buffer, entered in the module-wide waiting list.
 //! The connector callback ([`Transfer::receive`]) looks a reply up by
 //! sequence number and completes the request only with a well-formed answer
-//! to it (`reply.rs`); anything else is dropped, counted and logged, and the
-//! request goes on waiting. A request unanswered after 15 s is sent again
-//! with a new sequence number, forever; a late reply to the old number then
-//! finds no waiter. An `EAGAIN` answer resends too.
+//! to it (`waiting.rs`, `reply.rs`); anything else is dropped, counted and
+//! logged, and the request goes on waiting. A request unanswered after 15 s
+//! is sent again with a new sequence number, forever; a late reply to the
+//! old number then finds no waiter. An `EAGAIN` answer resends too
+//! (`resend.rs`).
 //!
 //! Each log has a [`Channel`] whose lane (a mutex) serialises its requests and
 //! holds [`WINDOW`] slots, so that a flush can have all its requests in
-//! flight at once: the server handles them in order, and the flush waits for
-//! one round trip instead of one per request.
+//! flight at once (`flush_send.rs`): the server handles them in order, and
+//! the flush waits for one round trip instead of one per request.
 
 use crate::compat::is_enobufs;
 use crate::completion::Completion;
 use crate::connector::{self, Handler, Received};
-use crate::flush_plan::Group;
+use crate::flush_send::{GroupFailure, GroupWindow, WindowResult, WINDOW};
 use crate::ratelimit::Ratelimit;
 use crate::reply::{self, Answer, Expected};
+use crate::resend::{AfterSendError, Next, Retries, SendError, SendRetries, Wait};
 use crate::time::{jiffies, msecs_to_jiffies, msleep, Jiffies};
+use crate::waiting::{self, Delivery, Sequence};
 use crate::wire::{
     put_words, CnHeader, Message, RequestHeader, RequestType, HEADER_SIZE, MAX_GROUP_REGIONS,
     MAX_REQUEST_PAYLOAD, UUID_LEN,
 };
 use core::fmt;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     new_mutex, new_spinlock,
     prelude::*,
@@ -41,9 +44,6 @@ use kernel::{
 
 /// A held lane: see [`Channel::lane`].
 pub(crate) type LaneGuard<'a> = Guard<'a, Lane, MutexBackend>;
-
-/// Requests one log may have in flight at once.
-pub(crate) const WINDOW: usize = 8;
 
 /// How long to wait for a reply before sending the request again. Netlink
 /// may drop messages, and a server may die holding a request.
@@ -58,16 +58,6 @@ pub(crate) const MAX_REPLY_CAPACITY: usize = 1024;
 // on the host too): they must be the kernel's.
 const _: () = assert!(reply::EAGAIN == crate::bindings::EAGAIN);
 const _: () = assert!(reply::MAX_ERRNO as u64 == crate::bindings::DMLU_MAX_ERRNO as u64);
-
-/// A message that cannot be allocated is tried again this many times, this
-/// many milliseconds apart (1 s in all), before its request fails.
-const SEND_NOMEM_RETRIES: u32 = 100;
-const SEND_NOMEM_DELAY_MS: u32 = 10;
-
-/// A message a listener had no room for (`ENOBUFS`) is sent again at once,
-/// this many times, 2, 4, ... 64 ms apart; after that the resend timeout
-/// covers it.
-const SEND_NOBUFS_RETRIES: u32 = 6;
 
 /// When a request sent now times out.
 fn retry_deadline() -> Jiffies {
@@ -161,8 +151,7 @@ impl Slot {
 
 /// A request waiting for its reply.
 #[derive(Clone)]
-struct Waiting {
-    seq: u32,
+struct Request {
     kind: RequestType,
     /// The log's region count when the request was sent, which bounds the
     /// regions and counts an answer may name.
@@ -177,23 +166,8 @@ struct Waiting {
 ///
 /// `entries.len() >= reserved`, the sum of the live channels' windows.
 struct WaitingList {
-    entries: KVec<Option<Waiting>>,
+    entries: KVec<Option<waiting::Waiting<Request>>>,
     reserved: usize,
-}
-
-impl WaitingList {
-    /// Enters `w` in a free entry; `None` only if the invariant is broken.
-    fn enter(&mut self, w: Waiting) -> Option<()> {
-        *self.entries.iter_mut().find(|e| e.is_none())? = Some(w);
-        Some(())
-    }
-
-    /// The entry waiting for `seq`.
-    fn find(&mut self, seq: u32) -> Option<&mut Option<Waiting>> {
-        self.entries
-            .iter_mut()
-            .find(|e| e.as_ref().is_some_and(|w| w.seq == seq))
-    }
 }
 
 /// Counters of what the connector callback refused, module-wide.
@@ -208,7 +182,7 @@ struct Refused {
 /// callback.
 #[pin_data]
 pub(crate) struct Transfer {
-    next_seq: AtomicU32,
+    seq: Sequence,
     #[pin]
     waiting: Mutex<WaitingList>,
     refused: Refused,
@@ -219,7 +193,7 @@ impl Transfer {
     /// Creates the transfer state.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
-            next_seq: AtomicU32::new(0),
+            seq: Sequence::new(),
             waiting <- new_mutex!(
                 WaitingList { entries: KVec::new(), reserved: 0 },
                 "dm_log_userspace:waiting"
@@ -269,26 +243,28 @@ impl Transfer {
             Message::Request { ref header, data } => (header.seq, data),
         };
         let mut waiting = self.waiting.lock();
-        let Some(entry) = waiting.find(seq) else {
-            // A late reply to a request already resent, or noise.
-            self.refused.unmatched.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(w) = entry.as_ref() else { return };
-        let expected = Expected {
-            luid: w.slot.luid,
-            uuid: &w.slot.uuid,
-            kind: w.kind,
-            region_count: w.region_count,
-        };
-        let answer = match reply::check(&expected, msg) {
-            Ok(answer) => answer,
-            Err(fault) => {
+        let delivery = waiting::deliver(&mut waiting.entries, seq, |w: &Request| {
+            let expected = Expected {
+                luid: w.slot.luid,
+                uuid: &w.slot.uuid,
+                kind: w.kind,
+                region_count: w.region_count,
+            };
+            reply::check(&expected, msg).map_err(|fault| (w.kind, fault))
+        });
+        let (w, answer) = match delivery {
+            Delivery::Completed(w, answer) => (w, answer),
+            Delivery::Unmatched => {
+                // A late reply to a request already resent, or noise.
+                self.refused.unmatched.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Delivery::Dropped((kind, fault)) => {
                 self.refused.malformed.fetch_add(1, Ordering::Relaxed);
                 if self.noisy.allow() {
                     pr_err!(
                         "dropped a reply to {} request {}: {}; waiting for a well-formed one\n",
-                        w.kind.name(),
+                        kind.name(),
                         seq,
                         fault
                     );
@@ -296,7 +272,6 @@ impl Transfer {
                 return;
             }
         };
-        let Some(w) = entry.take() else { return };
         {
             let mut st = w.slot.state.lock();
             let answer = match answer {
@@ -310,10 +285,6 @@ impl Transfer {
             st.outcome = Outcome::Answered(answer);
         }
         w.slot.done.complete();
-    }
-
-    fn next_seq(&self) -> u32 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -349,7 +320,8 @@ impl WindowReservation {
             let want = transfer.waiting.lock().reserved + WINDOW;
             // Allocated with the list unlocked: requests of live logs, on the
             // writeback path, take that lock, and reclaim may wait for them.
-            let mut bigger: KVec<Option<Waiting>> = KVec::with_capacity(want, GFP_KERNEL)?;
+            let mut bigger: KVec<Option<waiting::Waiting<Request>>> =
+                KVec::with_capacity(want, GFP_KERNEL)?;
             let mut waiting = transfer.waiting.lock();
             if waiting.reserved + WINDOW > want {
                 // Another log reserved its window meanwhile: allocate again.
@@ -377,22 +349,6 @@ impl Drop for WindowReservation {
         let mut waiting = self.transfer.waiting.lock();
         waiting.reserved = waiting.reserved.saturating_sub(WINDOW);
     }
-}
-
-/// Why the groups sent by [`Channel::send_groups`] did not all succeed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum GroupFailure {
-    /// Group `index` got no usable answer (a timeout, `EAGAIN`, or it was
-    /// never sent): it must be sent again, and every group after it.
-    Unanswered(usize),
-    /// The server answered group `index` with this error.
-    Refused(usize, Error),
-}
-
-/// How waiting for a reply ended.
-enum Wait {
-    Done(Answer),
-    TimedOut,
 }
 
 /// The requests of one log: its identity and its lane.
@@ -431,33 +387,8 @@ pub(crate) struct ChannelCounters {
 /// request is in flight.
 pub(crate) struct Lane {
     slots: KVec<Arc<Slot>>,
-    groups: [Group; WINDOW],
-    ngroups: usize,
-}
-
-impl Lane {
-    /// Forgets the groups queued for [`Channel::send_groups`].
-    pub(crate) fn clear_groups(&mut self) {
-        self.ngroups = 0;
-    }
-
-    /// Queues `g` for [`Channel::send_groups`]; returns `false`, queueing
-    /// nothing, if the window is full.
-    pub(crate) fn push_group(&mut self, g: Group) -> bool {
-        match self.groups.get_mut(self.ngroups) {
-            Some(slot) => {
-                *slot = g;
-                self.ngroups += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The queued groups.
-    pub(crate) fn groups(&self) -> &[Group] {
-        &self.groups[..self.ngroups]
-    }
+    /// The groups [`Channel::send_groups`] sends.
+    pub(crate) window: GroupWindow,
 }
 
 impl Channel {
@@ -479,8 +410,7 @@ impl Channel {
             lane <- new_mutex!(
                 Lane {
                     slots,
-                    groups: [Group::empty(RequestType::Flush); WINDOW],
-                    ngroups: 0,
+                    window: GroupWindow::new(),
                 },
                 "dm_log_userspace:lane"
             ),
@@ -535,34 +465,36 @@ impl Channel {
             return Err(EINVAL);
         }
         let slot = lane.slots.first().ok_or(EINVAL)?;
-        let mut eagain = 0u32;
+        let mut retries = Retries::default();
         loop {
             let seq = self.send(slot, kind, data)?;
             self.round_trips.fetch_add(1, Ordering::Relaxed);
-            match self.wait(slot, seq) {
-                Wait::TimedOut => self.report_timeout(kind, seq),
-                Wait::Done(Answer::Resend) => {
-                    // The server asks for a resend; do not spin on it.
-                    eagain += 1;
-                    if eagain > 3 {
-                        msleep(10);
+            match retries.after(self.wait(slot, seq)) {
+                Next::Finish(answer) => return result(slot, answer, reply),
+                Next::ResendTimedOut => self.report_timeout(kind, seq),
+                Next::Resend { pause_ms } => {
+                    if pause_ms > 0 {
+                        msleep(pause_ms);
                     }
                 }
-                Wait::Done(answer) => return result(slot, answer, reply),
             }
         }
     }
 
-    /// Sends `lane.groups` back to back and waits for all their replies.
+    /// Sends `lane.window` back to back and waits for all their replies.
     /// `Ok` if every group succeeded at its first attempt; otherwise the
     /// first that did not and why. Every later group was waited for too, so
     /// the caller may go on from there as if it had sent them one by one.
-    pub(crate) fn send_groups(&self, lane: &mut Lane) -> core::result::Result<(), GroupFailure> {
-        let n = lane.ngroups;
+    pub(crate) fn send_groups(
+        &self,
+        lane: &mut Lane,
+    ) -> core::result::Result<(), GroupFailure<Error>> {
+        let groups = lane.window.groups();
+        let n = groups.len();
         let mut seqs = [0u32; WINDOW];
         let mut sent = 0;
         let mut bytes = [0u8; MAX_GROUP_REGIONS * 8];
-        for ((g, slot), seq) in lane.groups[..n].iter().zip(&lane.slots).zip(&mut seqs) {
+        for ((g, slot), seq) in groups.iter().zip(&lane.slots).zip(&mut seqs) {
             let Some(len) = put_words(&mut bytes, g.regions()) else {
                 break;
             };
@@ -578,24 +510,19 @@ impl Channel {
         // The groups went out together: they time out together, so a window
         // of lost requests costs one resend timeout, not one per request.
         let deadline = retry_deadline();
-        let mut first_failed = (sent < n).then_some(GroupFailure::Unanswered(sent));
-        let in_flight = lane.groups[..sent].iter().zip(&lane.slots).zip(&seqs);
+        let mut window = WindowResult::new(n, sent);
+        let in_flight = groups[..sent].iter().zip(&lane.slots).zip(&seqs);
         for (i, ((g, slot), &seq)) in in_flight.enumerate() {
-            let failure = match self.wait_until(slot, seq, deadline) {
-                Wait::Done(Answer::Resend) => Some(GroupFailure::Unanswered(i)),
-                Wait::Done(answer) => result(slot, answer, &mut [])
-                    .err()
-                    .map(|e| GroupFailure::Refused(i, e)),
-                Wait::TimedOut => {
-                    self.report_timeout(g.kind, seq);
-                    Some(GroupFailure::Unanswered(i))
-                }
-            };
-            if first_failed.is_none() {
-                first_failed = failure;
+            let wait = self.wait_until(slot, seq, deadline);
+            if wait == Wait::TimedOut {
+                self.report_timeout(g.kind, seq);
             }
+            window.note(i, wait);
         }
-        first_failed.map_or(Ok(()), Err)
+        window.finish().map_err(|f| match f {
+            GroupFailure::Refused(i, errno) => GroupFailure::Refused(i, errno_error(errno)),
+            GroupFailure::Unanswered(i) => GroupFailure::Unanswered(i),
+        })
     }
 
     /// Enters a request in the waiting list and sends it; returns its
@@ -609,7 +536,7 @@ impl Channel {
             );
             return Err(EINVAL);
         }
-        let seq = self.transfer.next_seq();
+        let seq = self.transfer.seq.next();
         let region_count = self.region_count.load(Ordering::Relaxed);
         let mut header = RequestHeader::new(self.id.luid, &self.id.uuid, seq, kind);
         header.data_size = data.len() as u32;
@@ -619,45 +546,40 @@ impl Channel {
 
         slot.done.reinit();
         slot.state.lock().outcome = Outcome::Pending;
-        self.transfer
-            .waiting
-            .lock()
-            .enter(Waiting {
-                seq,
-                kind,
-                region_count,
-                slot: slot.clone(),
-            })
-            .ok_or(ENOMEM)?;
+        let request = Request {
+            kind,
+            region_count,
+            slot: slot.clone(),
+        };
+        waiting::enter(&mut self.transfer.waiting.lock().entries, seq, request)
+            .map_err(|_| ENOMEM)?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut nomem = 0;
-        let mut nobufs = 0;
+        let mut retries = SendRetries::default();
         loop {
-            match connector::send(
+            let Err(e) = connector::send(
                 CnHeader::for_log(seq, 0, 0),
                 &msg[..HEADER_SIZE + data.len()],
-            ) {
-                Ok(()) => return Ok(seq),
-                // A listener's queue was full: maybe the server's. Send the
-                // same message again soon rather than wait 15 s; should the
-                // server have had it after all, its second answer finds no
-                // waiter. After a few tries the resend timeout takes over.
-                Err(e) if is_enobufs(e) && nobufs < SEND_NOBUFS_RETRIES => {
-                    nobufs += 1;
-                    self.nobufs_retries.fetch_add(1, Ordering::Relaxed);
-                    msleep(1 << nobufs);
+            ) else {
+                return Ok(seq);
+            };
+            let error = if is_enobufs(e) {
+                SendError::NoBufs
+            } else if e == ENOMEM {
+                SendError::NoMem
+            } else {
+                SendError::Other
+            };
+            match retries.after(error) {
+                AfterSendError::Again { pause_ms } => {
+                    let counter = match error {
+                        SendError::NoBufs => &self.nobufs_retries,
+                        _ => &self.nomem_retries,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    msleep(pause_ms);
                 }
-                Err(e) if is_enobufs(e) => return Ok(seq),
-                // No memory for the message, for now: try again rather than
-                // fail the request. A failed IN_SYNC sends a write to the
-                // default leg only; a failed SET_REGION_SYNC leaves the
-                // region out of sync at the server until the next resume.
-                Err(e) if e == ENOMEM && nomem < SEND_NOMEM_RETRIES => {
-                    nomem += 1;
-                    self.nomem_retries.fetch_add(1, Ordering::Relaxed);
-                    msleep(SEND_NOMEM_DELAY_MS);
-                }
-                Err(e) => {
+                AfterSendError::LeaveToTimeout => return Ok(seq),
+                AfterSendError::Fail => {
                     self.forget(seq);
                     if e != ESRCH {
                         pr_err!(
@@ -696,8 +618,7 @@ impl Channel {
     /// Takes `seq` off the waiting list; returns whether it was still there
     /// (no reply delivered).
     fn forget(&self, seq: u32) -> bool {
-        let mut waiting = self.transfer.waiting.lock();
-        waiting.find(seq).map(Option::take).is_some()
+        waiting::forget(&mut self.transfer.waiting.lock().entries, seq)
     }
 
     fn report_timeout(&self, kind: RequestType, seq: u32) {

@@ -73,7 +73,10 @@ cp -a "$root" "$groot"
 rm -rf "$groot/build" "$groot/dmlu"
 mkdir -p "$groot/lib/modules/$release"
 cp -a "$stock/debs/usr/lib/modules/$release/." "$groot/lib/modules/$release/"
-depmod -b "$groot" "$release"
+# With the guest's own depmod: the host's may write another set of index
+# files (trixie's kmod adds modules.weakdep), which the guest's depmod
+# would then add as if the packages had.
+chroot "$groot" depmod "$release"
 cp "$out"/*.deb "$groot/root/"
 install -m 755 "$TOP/scripts/guest/deb-test-guest.sh" "$groot/sbin/dmlu-deb-test"
 

@@ -84,8 +84,9 @@ rust-headers:
 	scripts/rust-headers.sh $(RUST_HEADERS_FLAGS) $(KDIR)
 
 # The Debian packages dm-log-userspace-dkms and dm-ulogd (debian/), built
-# in place with dpkg-buildpackage (needs debhelper, dh-dkms, cargo and
-# librust-libc-dev: a Debian 13 or later system).
+# in place with dpkg-buildpackage, on Debian 13 or later (first
+# `apt-get build-dep ./` for debhelper, dh-dkms, cargo and the librust-*-dev
+# crates of debian/control).
 deb:
 	dpkg-buildpackage -us -uc -b
 

@@ -25,8 +25,19 @@ check() { # description, command...
 	if "$@"; then ok "$d"; else bad "$d"; fi
 }
 
+# Every path of the system, but what apt, dpkg, logs and caches (man-db's
+# index) change on their own, and the signing key DKMS makes once for all
+# its modules: after the purge, any path not there before is one the
+# packages left.
+paths() {
+	find /etc /usr /var /opt /srv -xdev \( -path /var/log -o -path /var/cache \
+		-o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /var/lib/dkms/mok.key \
+		-o -path /var/lib/dkms/mok.pub \) -prune -o -print | sort
+}
+
 run() {
 	echo "DEB-TEST start: kernel $krel"
+	paths >/tmp/paths.before
 	start=$(date +%s)
 	# No network here: every dependency is already installed.
 	if apt-get install -y /root/dm-log-userspace-dkms_*.deb /root/dm-ulogd_*.deb \
@@ -44,11 +55,12 @@ run() {
 		cat /var/lib/dkms/dm-log-userspace/*/build/make.log 2>/dev/null | tail -n 30 ;;
 	esac
 	check "modprobe dm-log-userspace" modprobe dm-log-userspace
-	desc=$(cat /sys/module/dm_log_userspace/description 2>/dev/null ||
-		modinfo -F description dm-log-userspace)
-	case "$desc" in
-	*Rust*) ok "the loaded module is ours: $desc" ;;
-	*) bad "the loaded module's description: '$desc'" ;;
+	# The loaded module, not the file: ours is out of tree, so it taints
+	# the kernel with O; the in-tree C module does not.
+	taint=$(cat /sys/module/dm_log_userspace/taint 2>/dev/null)
+	case "$taint" in
+	*O*) ok "the loaded module is ours (taint '$taint'): $(modinfo -F description dm-log-userspace)" ;;
+	*) bad "the loaded dm_log_userspace is not out of tree (taint '$taint'): the in-tree C module" ;;
 	esac
 
 	modprobe loop
@@ -64,8 +76,10 @@ run() {
 		dd if=/tmp/data of=/dev/mapper/m0 bs=1M oflag=direct status=none
 		dd if=/dev/mapper/m0 of=/tmp/back bs=1M count=4 iflag=direct status=none
 		check "data written through the mirror reads back" cmp -s /tmp/data /tmp/back
-		dd if="$l1" of=/tmp/back1 bs=1M count=4 status=none
-		check "and is on the second leg" cmp -s /tmp/data /tmp/back1
+		dd if="$l0" of=/tmp/back0 bs=1M count=4 iflag=direct status=none
+		dd if="$l1" of=/tmp/back1 bs=1M count=4 iflag=direct status=none
+		check "and is on the first leg" cmp -s /tmp/data /tmp/back0
+		check "and on the second leg" cmp -s /tmp/data /tmp/back1
 		echo "DEB-TEST status: $(dmsetup status m0)"
 		check "dmsetup remove" dmsetup remove m0
 	else
@@ -81,11 +95,13 @@ run() {
 		tail -n 20 /tmp/purge.log
 		bad "apt-get purge"
 	fi
-	left=$(ls -d /usr/src/dm-log-userspace-* /var/lib/dkms/dm-log-userspace \
-		/lib/modules/"$krel"/updates/dkms/dm-log-userspace.ko* /usr/sbin/dm-ulogd \
-		/usr/share/dm-log-userspace /lib/systemd/system/dm-ulogd.service \
-		/usr/lib/systemd/system/dm-ulogd.service 2>/dev/null)
-	if [ -z "$left" ]; then ok "purge left nothing"; else bad "purge left: $left"; fi
+	paths >/tmp/paths.after
+	left=$(comm -13 /tmp/paths.before /tmp/paths.after)
+	if [ -z "$left" ]; then
+		ok "purge left nothing ($(wc -l </tmp/paths.before) paths compared)"
+	else
+		bad "purge left: $(echo $left)"
+	fi
 	if modinfo -n dm-log-userspace 2>/dev/null | grep -q '/kernel/drivers/md/'; then
 		ok "modprobe resolves dm-log-userspace to the in-tree module again"
 	else

@@ -27,6 +27,7 @@
 pub mod bitmap;
 pub mod cli;
 pub mod cluster;
+mod compat;
 pub mod control;
 pub mod ctr_args;
 pub mod disk_format;

@@ -19,7 +19,7 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags};
 use sd_notify::NotifyState;
 use ulog_proto::socket::{ConnectorSocket, Incoming, Received, SocketOptions, RECV_BUFFER_SIZE};
 use ulog_proto::wire::{
@@ -27,6 +27,7 @@ use ulog_proto::wire::{
 };
 
 use crate::cluster::transport::Transport;
+use crate::compat;
 use crate::control::{self, Command, ControlServer};
 use crate::signals::{Signal, Signals};
 use crate::state_file::StateDir;
@@ -177,8 +178,8 @@ fn claim_host() -> Result<UnixListener, StartError> {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             let pid = UnixStream::connect_addr(&addr)
                 .ok()
-                .and_then(|s| rustix::net::sockopt::socket_peercred(&s).ok())
-                .map_or_else(|| "?".to_string(), |c| c.pid.as_raw_nonzero().to_string());
+                .and_then(|s| compat::peer_pid(&s).ok())
+                .map_or_else(|| "?".to_string(), |pid| pid.to_string());
             Err(StartError::AnotherServer { pid })
         }
         Err(e) => Err(StartError::Instance(e)),
@@ -296,14 +297,14 @@ impl Server {
         // The quorum's current state and anything already queued.
         self.pump_transport(None)?;
         // systemd (Type=notify): the kernel's requests are served from now.
-        let _ = sd_notify::notify(&[NotifyState::Ready]);
+        let _ = compat::notify(&[NotifyState::Ready]);
         loop {
             let (ready, transport_ready) = self.wait(retry)?;
             if ready[1] {
                 for signal in self.signals.take() {
                     match signal {
                         Signal::Terminate => {
-                            let _ = sd_notify::notify(&[NotifyState::Stopping]);
+                            let _ = compat::notify(&[NotifyState::Stopping]);
                             if self.transport.is_some() {
                                 info!("exiting on signal");
                                 self.report();
@@ -359,11 +360,7 @@ impl Server {
                     .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
             );
         }
-        let timeout = timeout.map(|d| Timespec {
-            tv_sec: 0,
-            tv_nsec: i64::from(d.subsec_nanos()),
-        });
-        match poll(&mut fds, timeout.as_ref()) {
+        match compat::poll(&mut fds, timeout) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(([false; 3], Vec::new())),
             Err(e) => return Err(e.into()),

@@ -62,7 +62,9 @@ log "host unit tests: $(grep -h '^test result' "$TOP/out/host-tests.log" |
 #                           DEBUG_ATOMIC_SLEEP: the C module's writes and
 #                           the cmirrord comparison (which must run there)
 # DMLU_TESTS=a.sh,b.sh runs that list in one guest per series instead.
-listed=$(grep -oE '[a-z0-9_]+\.sh' "$TOP/tests-kselftest/Makefile" | grep -v '^lib')
+# TEST_PROGS of tests-kselftest/Makefile, continuation lines included.
+listed=$(awk '/^TEST_PROGS/ {on = 1} on {print; on = /\\$/}' "$TOP/tests-kselftest/Makefile" |
+	grep -oE '[a-z0-9_]+\.sh')
 functional=$(grep -v '^stress_' <<<"$listed" | paste -sd, -)
 stress=$(grep '^stress_' <<<"$listed" | paste -sd, -)
 reach=module_load.sh,mirror_basic.sh,log_ctr.sh,reply_faults.sh
